@@ -1,0 +1,1 @@
+"""The ``edgegate`` command line."""

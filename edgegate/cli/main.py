@@ -1,0 +1,188 @@
+"""edgegate run | check | render | targets | schema. Only this layer turns errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgegate import __version__
+from edgegate.errors import ConfigError, EdgeGateError
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def _fail(exc: EdgeGateError) -> None:
+    click.echo(f"edgegate: {exc.full}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgegate")
+def cli() -> None:
+    """EdgeGate: gate edge ML models before merge.
+
+    Compresses each changed model for each target device, measures size, latency and accuracy,
+    checks them against policy files and writes report.json, comment.md and summary.md.
+
+    Exit codes: 0 all gates passed, 1 a gate failed, 2 bad configuration or input, 3 internal error.
+    """
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--config", "config_path", default="edgegate.yml", show_default=True,
+              help="configuration file (relative paths inside it are relative to its folder)")
+@click.option("--base", help="base commit (default: merge-base with the default branch)")
+@click.option("--head", help="head commit (default: HEAD; must be checked out)")
+@click.option("--device", "devices", multiple=True, help="gate only on this device (repeatable)")
+@click.option("--policy", help="a policy file applied on top of the configured ones")
+@click.option("--out", "out_dir", default=".edgegate", show_default=True, help="output folder")
+@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
+@click.option("--keep-work", is_flag=True, help="keep intermediate files under OUT/.work")
+def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work) -> None:
+    """Gate MODELs, or the configured models changed between --base and --head."""
+    from edgegate.config.load import LoadedConfig, load_config
+    from edgegate.config.schema import Config
+    from edgegate.config.yamlfile import Sourced
+    from edgegate.progress import make_progress
+    from edgegate.run import RunOptions, run_gate
+
+    progress = make_progress(quiet or as_json)
+    try:
+        cfg = Path(config_path)
+        if cfg.is_file():
+            loaded = load_config(cfg)
+        elif models and config_path == "edgegate.yml":
+            loaded = LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), Path.cwd())
+        else:
+            raise ConfigError("configuration file not found", file=config_path,
+                              fix="create edgegate.yml (see README) or name models on the command line")
+        out = Path(out_dir)
+        if head:
+            from edgegate.discover.git import Git
+
+            git = Git(loaded.root)
+            if git.is_repo() and git.rev(head) != git.rev("HEAD"):
+                raise ConfigError(f"--head {head} is not the checked-out commit", value=head,
+                                  fix=f"git checkout {head} first, or leave --head out")
+        report = run_gate(loaded, RunOptions(models=list(models), base=base, head=head,
+                                             devices=list(devices) or None, policy=policy,
+                                             keep_workdir=keep_work), out, progress)
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    _print_result(report, out, as_json)
+    sys.exit(report.exit_code)
+
+
+def _print_result(report, out: Path, as_json: bool) -> None:
+    from edgegate.cli.table import verdict_table
+
+    if as_json:
+        click.echo(json.dumps({"verdict": report.verdict, "exit_code": report.exit_code,
+                               "report": str(out / "report.json"),
+                               "comment": str(out / "comment.md"),
+                               "summary": str(out / "summary.md"),
+                               "models": [{"path": m.path, "status": m.status,
+                                           "results": [{"device": r.device, "status": r.status}
+                                                       for r in m.results]}
+                                          for m in report.models]}, indent=2))
+        return
+    click.echo(verdict_table(report))
+    click.echo(f"\nverdict: {report.verdict.upper()}")
+    click.echo(f"report:  {out / 'report.json'}")
+    click.echo(f"comment: {out / 'comment.md'}")
+    click.echo(f"summary: {out / 'summary.md'}")
+    artifacts = out / "artifacts"
+    if artifacts.is_dir() and any(artifacts.iterdir()):
+        click.echo(f"artifacts: {artifacts}/")
+
+
+@cli.command()
+@click.argument("report_path", metavar="REPORT.json")
+@click.option("--policy", multiple=True, help="policy file(s) applied on top of the built-in profiles")
+@click.option("--out", "out_path", help="write the re-checked report here (default: print only)")
+@click.option("--json", "as_json", is_flag=True)
+def check(report_path, policy, out_path, as_json) -> None:
+    """Re-check a report against policies without recomputing anything."""
+    from edgegate.cli.table import verdict_table
+    from edgegate.config.load import builtin_profiles, load_policy, resolve_devices
+    from edgegate.policy.check import check_report
+    from edgegate.report.model import read_report, write_report
+
+    try:
+        report = read_report(Path(report_path))
+        stack = builtin_profiles() + [load_policy(p) for p in policy]
+        rechecked = check_report(report, resolve_devices(stack), [d.file for _, d in stack])
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    if out_path:
+        write_report(rechecked, Path(out_path))
+    if as_json:
+        click.echo(json.dumps({"verdict": rechecked.verdict, "exit_code": rechecked.exit_code}))
+    else:
+        click.echo(verdict_table(rechecked))
+        click.echo(f"\nverdict: {rechecked.verdict.upper()}")
+    sys.exit(rechecked.exit_code)
+
+
+@cli.command()
+@click.argument("report_path", metavar="REPORT.json")
+@click.option("--format", "fmt", type=click.Choice(["comment", "summary"]), default="comment",
+              show_default=True)
+@click.option("--templates", type=click.Path(file_okay=False), help="folder of custom templates")
+def render(report_path, fmt, templates) -> None:
+    """Render comment.md or summary.md from a report.json."""
+    from edgegate.report.model import read_report
+    from edgegate.report.render import render as render_md, render_comment
+
+    try:
+        report = read_report(Path(report_path))
+        tdir = Path(templates) if templates else None
+        text = render_comment(report, tdir) if fmt == "comment" else render_md(report, "summary", tdir)
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    click.echo(text, nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def targets(as_json) -> None:
+    """What can compile and run here, what cannot and why, and how to install what is missing."""
+    from edgegate.cli.targets import targets_listing
+
+    click.echo(targets_listing(as_json))
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="schemas", show_default=True)
+def schema(out_dir) -> None:
+    """Write JSON schemas for edgegate.yml, policy files and report.json."""
+    from edgegate.config.jsonschema import write_schemas
+
+    for path in write_schemas(Path(out_dir)):
+        click.echo(str(path))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except EdgeGateError as exc:  # pragma: no cover - commands catch their own
+        _fail(exc)
+    except Exception:  # a bug: say so, exit 3, never 1 (which means "a gate failed")
+        import traceback
+
+        traceback.print_exc()
+        click.echo("edgegate: internal error (a bug); please report it with the trace above",
+                   err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The verdict table printed at the end of ``edgegate run`` (plain text, from report.json)."""
+
+from __future__ import annotations
+
+from edgegate.report.model import Report
+from edgegate.report.render import fmt_bytes, fmt_num
+
+
+def verdict_table(report: Report) -> str:
+    rows = [("model", "device", "status", "size", "ratio", "p50 ms", "speedup", "acc drop pp", "agree")]
+    for model in report.models:
+        if model.error is not None:
+            rows.append((model.name, "—", "error", "", "", "", "", "", ""))
+            continue
+        for r in model.results:
+            m = r.metrics
+            rows.append((model.name, r.device, r.status,
+                         fmt_bytes(m.size_bytes_after), fmt_num(m.size_ratio, 2, "x"),
+                         f"{fmt_num(m.latency_p50_ms_before)}→{fmt_num(m.latency_p50_ms_after)}"
+                         if m.latency_p50_ms_after is not None else "n/a",
+                         fmt_num(m.speedup, 2, "x"), fmt_num(m.accuracy_drop_pp, 2),
+                         fmt_num(m.top1_agreement * 100 if m.top1_agreement is not None else None, 1, "%")))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    out = "\n".join(lines)
+    problems = []
+    for model in report.models:
+        if model.error is not None:
+            problems.append(f"  {model.path}: {model.error.message}")
+        for r in model.results:
+            for v in r.violations:
+                problems.append(f"  {model.name} on {r.device}: {v.limit} {v.threshold} "
+                                f"but measured {fmt_num(v.measured, 3)} (set at {v.source})")
+            if r.status in ("error", "skipped") and r.reason:
+                problems.append(f"  {model.name} on {r.device}: {r.status}: {r.reason}")
+    for e in report.errors:
+        problems.append(f"  {e.message}")
+    if problems:
+        out += "\n\n" + "\n".join(problems)
+    return out

@@ -1,0 +1,48 @@
+"""Policy files and device profiles (pydantic)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgegate.config.schema import QuantizationSpec
+
+# name -> (direction, what it compares, unit) ; direction "max" fails when measured > limit.
+LIMITS: dict[str, tuple[str, str, str]] = {
+    "max_accuracy_drop_pp": ("max", "accuracy_drop_pp", "pp"),
+    "min_speedup": ("min", "speedup", "x"),
+    "max_size_mb": ("max", "size_mb_after", "MB"),
+    "max_latency_p50_ms": ("max", "latency_p50_ms_after", "ms"),
+    "min_size_ratio": ("min", "size_ratio", "x"),
+    "min_top1_agreement": ("min", "top1_agreement", ""),
+    "min_sqnr_db": ("min", "sqnr_db", "dB"),
+}
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_accuracy_drop_pp: float | None = Field(None, ge=0, description="percentage points")
+    min_speedup: float | None = Field(None, gt=0, description="FP32 latency / compressed latency")
+    max_size_mb: float | None = Field(None, gt=0, description="compressed artifact, 1 MB = 1e6 bytes")
+    max_latency_p50_ms: float | None = Field(None, gt=0)
+    min_size_ratio: float | None = Field(None, gt=0, description="original bytes / compressed bytes")
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    min_sqnr_db: float | None = None
+
+
+class DeviceProfile(Limits):
+    target: str | None = Field(None, description="target id: onnxruntime, tflite, coreml, tensorrt")
+    description: str | None = None
+    precision: Literal["int8", "fp16", "fp32", "mixed"] | None = None
+    quantization: QuantizationSpec | None = None
+    threads: int | None = Field(None, ge=1)
+    runner: str | None = Field(None, description="runner label of a machine that is this device")
+
+
+class PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    devices: dict[str, DeviceProfile] = Field(default_factory=dict)

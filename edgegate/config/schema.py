@@ -1,0 +1,108 @@
+"""The edgegate.yml schema (pydantic). Unknown keys are errors, so typos are caught with file:line."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+METRICS = ("top1", "top5", "mse", "fidelity")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Preprocess(_Strict):
+    """How a folder of images becomes an input tensor."""
+
+    resize: tuple[int, int] | None = Field(None, description="[height, width] to resize to")
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    channel_order: Literal["RGB", "BGR", "GRAY"] = "RGB"
+    scale: float = Field(1 / 255, description="pixel values are multiplied by this first")
+    mean: list[float] = Field(default_factory=lambda: [0.0])
+    std: list[float] = Field(default_factory=lambda: [1.0])
+    dtype: Literal["float32", "float16", "uint8", "int8"] = "float32"
+
+    @field_validator("std")
+    @classmethod
+    def _no_zero_std(cls, value: list[float]) -> list[float]:
+        if any(v == 0 for v in value):
+            raise ValueError("std values must be non-zero")
+        return value
+
+
+class DataSpec(_Strict):
+    data: str | None = Field(None, description=".npz/.npy file, or a folder of images")
+    samples: int | None = Field(None, ge=1, description="how many samples to use (default: all)")
+    seed: int = Field(0, description="seed of the sample draw")
+    input: str | None = Field(None, description="the model input a .npy file or image folder feeds")
+    preprocess: Preprocess | None = None
+
+
+class CalibrationSpec(DataSpec):
+    samples: int | None = Field(200, ge=1)
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    synthetic: bool = Field(False, description="calibrate on random data; accuracy numbers then mean little")
+
+
+class EvaluationSpec(DataSpec):
+    labels: str | None = Field("labels", description="name of the labels array in the .npz")
+    metric: str = Field("top1", description="top1 | top5 | mse | fidelity | module:function")
+    output: int | str = Field(0, description="which model output the metric reads (index or name)")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value in METRICS or (":" in value and all(value.split(":", 1))):
+            return value
+        raise ValueError(f"metric must be one of {', '.join(METRICS)} or 'module:function'")
+
+
+class QuantizationSpec(_Strict):
+    calibration_method: Literal["minmax", "entropy", "percentile"] | None = None
+    per_channel: bool = True
+    activation_type: Literal["auto", "uint8", "int8"] = "auto"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    exclude_nodes: list[str] = Field(default_factory=list, description="node names kept in float")
+    op_types: list[str] | None = Field(None, description="only quantize these op types")
+
+
+class InputSpec(_Strict):
+    shape: list[int | str] = Field(description="dimensions; a string names a dynamic axis")
+    dtype: str = "float32"
+
+
+class BenchmarkSpec(_Strict):
+    warmup: int = Field(5, ge=0)
+    repeats: int = Field(50, ge=5, description="timed runs per model (interleaved)")
+    min_time_s: float = Field(1.0, ge=0, description="keep timing until this much time has passed")
+    max_time_s: float = Field(30.0, gt=0)
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
+
+
+class ModelSpec(_Strict):
+    path: str = Field(description="a model file or a glob, relative to the repository root")
+    name: str | None = None
+    framework: Literal["onnx", "pytorch", "tensorflow"] | None = None
+    calibration: str | CalibrationSpec | None = None
+    evaluation: EvaluationSpec | None = None
+    devices: list[str] | None = None
+    quantization: QuantizationSpec | None = None
+    inputs: dict[str, InputSpec] | None = None
+
+    def calibration_spec(self) -> CalibrationSpec | None:
+        if isinstance(self.calibration, str):
+            return CalibrationSpec(data=self.calibration)
+        return self.calibration
+
+
+class Config(_Strict):
+    version: Literal[1]
+    models: list[ModelSpec] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=lambda: ["x86-cpu"],
+                               description="devices for models that name none")
+    policy: str | None = Field(None, description="policy file overriding the built-in device profiles")
+    default_branch: str = "main"
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)

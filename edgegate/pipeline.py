@@ -1,0 +1,281 @@
+"""One model × its devices -> ModelReport. One model's failure never stops the run."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from edgegate.config.load import ResolvedDevice
+from edgegate.config.schema import Config, QuantizationSpec
+from edgegate.data.sources import ModelData, prepare_data
+from edgegate.discover import ModelJob
+from edgegate.discover.detect import check_not_lfs_pointer, detect_framework
+from edgegate.discover.paths import inside_workspace
+from edgegate.errors import EdgeGateError, InputError, describe
+from edgegate.frontends import SourceModel, load_frontend
+from edgegate.progress import Progress
+from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
+from edgegate.policy.check import check_result, model_status
+from edgegate.stages.analyze import ModelInfo, analyze
+from edgegate.stages.benchmark import benchmark_pair
+from edgegate.stages.evaluate import collect_outputs, fidelity, pick_output, score, stacked
+from edgegate.stages.optimize import optimize
+from edgegate.targets import availability, load_target
+from edgegate.targets.base import CompileJob
+from edgegate.targets.onnxruntime import OrtRunner
+
+
+@dataclass
+class RunContext:
+    config: Config
+    root: Path
+    out_dir: Path
+    devices: dict[str, ResolvedDevice]
+    progress: Progress
+    keep_workdir: bool = False
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        size = path.stat().st_size
+        data = path.with_name(path.name + ".data")
+        return size + (data.stat().st_size if data.is_file() else 0)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def slug(text: str) -> str:
+    """Deterministic ASCII names for files and release assets."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return s[:80] or "model"
+
+
+def model_name(job: ModelJob) -> str:
+    if job.spec.name:
+        return job.spec.name
+    p = Path(job.path)
+    return p.name if p.suffix == "" else p.stem
+
+
+def _error(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo(**describe(exc))
+
+
+def devices_for(job: ModelJob, config: Config) -> list[str]:
+    return list(job.spec.devices or config.devices)
+
+
+def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
+    name = model_name(job)
+    display = job.path
+    base = dict(path=job.path, name=name, change=job.change, old_path=job.old_path)
+    progress = ctx.progress
+    workdir = ctx.out_dir / ".work" / slug(name)
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            path = _model_path(job, ctx.root)
+            check_not_lfs_pointer(path, display)
+            if not path.exists():
+                raise InputError("model file not found", file=display,
+                                 fix="commit the file or fix 'path' in edgegate.yml")
+            framework = detect_framework(path, display, job.spec.framework)
+            base.update(sha256=sha256_of(path), size_bytes=size_of(path), framework=framework)
+            progress.step(f"{name}: loading ({framework})")
+            source: SourceModel = load_frontend(framework).load(path, display, job.spec, workdir, ctx.root)
+            base.update(framework_version=source.framework_version, export=source.export)
+            model = onnx.load(str(source.onnx_path))
+            info = analyze(model)
+            del model
+            progress.step(f"{name}: {info.params:,} parameters, {info.total_macs:,} MACs; preparing data")
+            data = prepare_data(job.spec, info.inputs, ctx.root)
+            progress.step(f"{name}: optimizing the graph")
+            optimized, opt_notes = optimize(source.onnx_path, workdir / "optimized.onnx", display)
+            progress.step(f"{name}: reference outputs on {len(data.evaluation)} samples")
+            reference = source.reference or OrtRunner(source.onnx_path, ctx.config.benchmark.threads, display)
+            ref_outputs = collect_outputs(reference.infer, data.evaluation, display)
+            out_names = [o.name for o in info.outputs]
+            metric = data.evaluation.info.get("metric", "fidelity")
+            accuracy_before = None
+            if data.evaluation.labels is not None and metric != "fidelity":
+                which = job.spec.evaluation.output if job.spec.evaluation else 0
+                accuracy_before = score(metric, stacked(pick_output(ref_outputs, which, out_names, display)),
+                                        data.evaluation.labels, ctx.root)
+        except EdgeGateError as exc:
+            progress.warn(f"{name}: {exc.full}")
+            return ModelReport(**base, status="error", error=_error(exc))
+        except Exception as exc:  # a bug or a toolchain crash: contained to this model
+            progress.warn(f"{name}: internal error: {exc}")
+            return ModelReport(**base, status="error", error=_error(exc))
+
+        info_dict = info.to_dict()
+        info_dict["optimization_notes"] = opt_notes
+        data_dict = {"calibration": _clean(data.calibration.info),
+                     "evaluation": _clean(data.evaluation.info)}
+        results = []
+        for device_id in devices_for(job, ctx.config):
+            device = ctx.devices[device_id]
+            with progress.group(f"{name} → {device_id} ({device.target})"):
+                results.append(gate_device(job, name, display, source, info, optimized, data,
+                                           ref_outputs, accuracy_before, device, ctx, workdir))
+        report = ModelReport(**base, info=info_dict, data=data_dict, warnings=data.warnings,
+                             results=results)
+        return report.model_copy(update={"status": model_status(report)})
+    finally:
+        if not ctx.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _model_path(job: ModelJob, root: Path) -> Path:
+    if Path(job.path).is_absolute():       # an explicit path typed by the user
+        return Path(job.path)
+    return inside_workspace(root, job.path, what="model path")
+
+
+def _clean(info: dict) -> dict:
+    return {k: v for k, v in info.items() if not k.startswith("_")}
+
+
+def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, info: ModelInfo,
+                optimized: Path, data: ModelData, ref_outputs: list, accuracy_before: float | None,
+                device: ResolvedDevice, ctx: RunContext, workdir: Path) -> DeviceResult:
+    started = time.monotonic()
+    progress = ctx.progress
+    avail = availability(device.target)
+    if not avail.can_compile:
+        reason = avail.reason + (f"; install with {avail.install_hint}" if avail.install_hint else "")
+        return DeviceResult(device=device.id, target=device.target, status="skipped", reason=reason)
+    try:
+        target = load_target(device.target)
+        quant = _quantization(job, ctx.config, device)
+        progress.step(f"{name} → {device.id}: compiling ({device.target})")
+        dev_work = workdir / slug(device.id)
+        dev_work.mkdir(parents=True, exist_ok=True)
+        compiled = target.compile(CompileJob(
+            model_path=optimized, source_path=source.onnx_path, info=info,
+            calibration=data.calibration, evaluation=data.evaluation, device=device,
+            quantization=quant, benchmark=ctx.config.benchmark, workdir=dev_work,
+            display=display, name=slug(name)))
+        artifact = _publish_artifact(compiled.artifact, ctx.out_dir, name, device.id,
+                                     compiled.precision)
+        art = Artifact(path=artifact.relative_to(ctx.out_dir).as_posix(), sha256=sha256_of(artifact),
+                       size_bytes=size_of(artifact), precision=compiled.precision,
+                       format=compiled.format)
+        size_before = size_of(source.onnx_path) if source.framework == "onnx" else None
+        size_before = _source_size(job, ctx.root) or size_before
+        metrics: dict = {"size_bytes_before": size_before, "size_bytes_after": art.size_bytes,
+                         "size_ratio": (size_before / art.size_bytes) if size_before else None,
+                         "size_mb_after": art.size_bytes / 1e6, "metric": data.evaluation.info.get("metric"),
+                         "accuracy_before": accuracy_before, "eval_samples": len(data.evaluation)}
+        not_measured: dict[str, str] = {}
+        measurement: dict = {}
+        if compiled.measurable:
+            threads = device.profile.threads or ctx.config.benchmark.threads
+            runner = target.runner(artifact, threads, display)
+            baseline = target.runner(compiled.baseline, threads, display)
+            measurement = dict(runner.measurement)
+            bench = ctx.config.benchmark
+            feed = data.evaluation.feed(0)
+            progress.step(f"{name} → {device.id}: timing FP32 vs {compiled.precision} interleaved")
+            pair = benchmark_pair(lambda: baseline.infer(feed), lambda: runner.infer(feed),
+                                  warmup=bench.warmup, repeats=bench.repeats,
+                                  min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
+            measurement["baseline"] = f"FP32 model on {measurement.get('runtime')} (same process, interleaved)"
+            metrics.update(latency_p50_ms_before=pair.before.p50_ms, latency_p50_ms_after=pair.after.p50_ms,
+                           latency_p90_ms_before=pair.before.p90_ms, latency_p90_ms_after=pair.after.p90_ms,
+                           latency_p50_ci95_ms_before=list(pair.before.ci95_ms),
+                           latency_p50_ci95_ms_after=list(pair.after.ci95_ms),
+                           latency_runs=pair.after.runs, speedup=pair.speedup,
+                           speedup_ci95=list(pair.speedup_ci95))
+            progress.step(f"{name} → {device.id}: evaluating on {len(data.evaluation)} samples")
+            new_outputs = collect_outputs(runner.infer, data.evaluation, display)
+            fid = fidelity(ref_outputs, new_outputs)
+            metrics.update({k: finite(v) for k, v in fid.items()})
+            if fid.get("sqnr_db") == float("inf"):
+                not_measured["sqnr_db"] = "outputs are identical to the reference (infinite SQNR)"
+            if accuracy_before is not None:
+                which = job.spec.evaluation.output if job.spec.evaluation else 0
+                after = score(metrics["metric"], stacked(pick_output(new_outputs, which,
+                              [o.name for o in info.outputs], display)), data.evaluation.labels, ctx.root)
+                metrics["accuracy_after"] = after
+                if metrics["metric"] in ("top1", "top5"):
+                    metrics["accuracy_drop_pp"] = accuracy_before - after
+                else:
+                    not_measured["accuracy_drop_pp"] = f"metric '{metrics['metric']}' is not a percentage"
+            else:
+                for key in ("accuracy_before", "accuracy_after", "accuracy_drop_pp"):
+                    not_measured[key] = "no labelled evaluation data"
+            if fid.get("top1_agreement") is None and "top1_agreement" not in not_measured:
+                not_measured["top1_agreement"] = "the output is not one score vector per sample"
+        else:
+            why = compiled.not_measurable_reason or "this machine cannot run the artifact"
+            for key in ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p50_ms_after",
+                        "speedup", "accuracy_after", "accuracy_drop_pp", "top1_agreement",
+                        "cosine_similarity", "sqnr_db"):
+                not_measured[key] = why
+            measurement = {"where": "not measured", "reason": why}
+        metrics["not_measured"] = not_measured
+        result = DeviceResult(device=device.id, target=device.target, status="passed",
+                              artifact=art, metrics=Metrics(**metrics), measurement=measurement,
+                              quantization=compiled.quantization, notes=compiled.notes,
+                              duration_s=round(time.monotonic() - started, 2))
+        return check_result(result, device)
+    except EdgeGateError as exc:
+        progress.warn(f"{name} → {device.id}: {exc.full}")
+        return DeviceResult(device=device.id, target=device.target, status="error",
+                            reason=exc.message, error=_error(exc),
+                            duration_s=round(time.monotonic() - started, 2))
+    except Exception as exc:  # a toolchain crash stays in this row
+        progress.warn(f"{name} → {device.id}: internal error: {type(exc).__name__}: {exc}")
+        return DeviceResult(device=device.id, target=device.target, status="error",
+                            reason=f"{type(exc).__name__}: {exc}"[:500], error=_error(exc),
+                            duration_s=round(time.monotonic() - started, 2))
+
+
+def _source_size(job: ModelJob, root: Path) -> int | None:
+    try:
+        return size_of(_model_path(job, root))
+    except (EdgeGateError, OSError):
+        return None
+
+
+def _quantization(job: ModelJob, config: Config, device: ResolvedDevice) -> QuantizationSpec:
+    """Run-wide settings, then the device profile's, then the model's own (most specific wins)."""
+    merged: dict = config.quantization.model_dump(exclude_unset=True)
+    if device.profile.quantization:
+        merged.update(device.profile.quantization.model_dump(exclude_unset=True))
+    if job.spec.quantization:
+        merged.update(job.spec.quantization.model_dump(exclude_unset=True))
+    return QuantizationSpec(**merged)
+
+
+def _publish_artifact(path: Path, out_dir: Path, name: str, device: str, precision: str) -> Path:
+    dest_dir = out_dir / "artifacts"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-1:]) if path.is_file() else ""
+    dest = dest_dir / f"{slug(name)}-{slug(device)}-{precision}{suffix}"
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    shutil.move(str(path), dest)
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        shutil.move(str(data), dest.with_name(dest.name + ".data"))
+    return dest
+
+

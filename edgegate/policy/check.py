@@ -1,0 +1,97 @@
+"""Pure functions: no I/O, no clock. The same report and policy always give the same verdict."""
+
+from __future__ import annotations
+
+from edgegate.config.load import ResolvedDevice
+from edgegate.config.policy_schema import LIMITS
+from edgegate.report.model import Check, DeviceResult, ModelReport, Report
+
+# Exact measurements are compared as they are; latency ratios use the confidence interval so a
+# gate never flips on timing noise: a speedup fails only when even the interval's upper bound is
+# below the limit, and a latency budget only when the interval's lower bound is above it.
+
+
+def _measured(result: DeviceResult, metric: str) -> tuple[float | None, float | None, str | None]:
+    """(value, value used to decide, note)"""
+    m = result.metrics
+    if metric == "speedup":
+        if m.speedup is None:
+            return None, None, None
+        hi = m.speedup_ci95[1] if m.speedup_ci95 else m.speedup
+        return m.speedup, hi, "decided on the 95% interval's upper bound (noise-proof)"
+    if metric == "latency_p50_ms_after":
+        v = m.latency_p50_ms_after
+        if v is None:
+            return None, None, None
+        lo = m.latency_p50_ci95_ms_after[0] if m.latency_p50_ci95_ms_after else v
+        return v, lo, "decided on the 95% interval's lower bound (noise-proof)"
+    value = getattr(m, metric, None)
+    return value, value, None
+
+
+def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceResult:
+    if result.status in ("error", "skipped") or device is None:
+        return result
+    checks = []
+    for name, limit in sorted(device.limits.items()):
+        direction, metric, _unit = LIMITS[name]
+        value, decide, note = _measured(result, metric)
+        if decide is None:
+            why = result.metrics.not_measured.get(metric) or "not measured"
+            checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=None,
+                                passed=None, source=limit.source, note=why))
+            continue
+        ok = decide <= limit.value if direction == "max" else decide >= limit.value
+        checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=value,
+                            passed=ok, source=limit.source,
+                            note=note if note and value is not None and
+                            ((value <= limit.value) if direction == "max" else (value >= limit.value)) != ok
+                            else None))
+    violations = [c for c in checks if c.passed is False]
+    return result.model_copy(update={"checks": checks, "violations": violations,
+                                     "status": "failed" if violations else "passed"})
+
+
+def model_status(model: ModelReport) -> str:
+    if model.error is not None or any(r.status == "error" for r in model.results):
+        return "error"
+    if any(r.status == "failed" for r in model.results):
+        return "failed"
+    return "passed"
+
+
+def verdict_of(models: list[ModelReport], run_errors: list) -> str:
+    statuses = {model_status(m) for m in models}
+    if run_errors or "error" in statuses:
+        return "error"
+    if "failed" in statuses:
+        return "failed"
+    return "passed"
+
+
+def exit_code_for(models: list[ModelReport], run_errors: list) -> int:
+    """0 all passed, 1 a gate failed, 2 bad configuration or input, 3 internal error."""
+    kinds = [e.kind for e in run_errors]
+    for m in models:
+        if m.error is not None:
+            kinds.append(m.error.kind)
+        kinds += [r.error.kind for r in m.results if r.error is not None]
+    if any(k in ("internal", "isolation") for k in kinds):
+        return 3
+    if kinds:
+        return 2
+    if any(r.status == "failed" for m in models for r in m.results):
+        return 1
+    return 0
+
+
+def check_report(report: Report, devices: dict[str, ResolvedDevice], policy_files: list[str]) -> Report:
+    models = []
+    for model in report.models:
+        results = [check_result(r.model_copy(update={"status": "passed"}) if r.status in ("passed", "failed") else r,
+                                devices.get(r.device)) for r in model.results]
+        updated = model.model_copy(update={"results": results})
+        models.append(updated.model_copy(update={"status": model_status(updated)}))
+    return report.model_copy(update={
+        "models": models, "verdict": verdict_of(models, report.errors),
+        "exit_code": exit_code_for(models, report.errors), "policy_files": policy_files})

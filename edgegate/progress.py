@@ -1,0 +1,96 @@
+"""Progress on long work: a live line in a terminal, ::group:: sections in GitHub Actions logs,
+plain lines elsewhere, nothing with --quiet. Written to stderr so stdout stays for results."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import IO, Iterator
+
+
+class Progress:
+    """Plain lines with elapsed time (CI logs, pipes)."""
+
+    def __init__(self, stream: IO[str] | None = None, clock=time.monotonic):
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.started = clock()
+
+    def _elapsed(self) -> str:
+        return f"{self.clock() - self.started:6.1f}s"
+
+    def step(self, message: str) -> None:
+        print(f"[{self._elapsed()}] {message}", file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"[{self._elapsed()}] warning: {message}", file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        self.step(title)
+        yield
+
+
+class GitHubProgress(Progress):
+    """Collapsible ::group:: sections and ::warning:: lines in a GitHub Actions log."""
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        print(f"::group::{title}", file=self.stream, flush=True)
+        try:
+            yield
+        finally:
+            print("::endgroup::", file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"::warning::{message}", file=self.stream, flush=True)
+
+
+class TerminalProgress(Progress):
+    """Steps on one live line; finished groups stay on screen."""
+
+    def __init__(self, stream: IO[str] | None = None, clock=time.monotonic):
+        super().__init__(stream, clock)
+        self._title = ""
+
+    def step(self, message: str) -> None:
+        line = f"  {self._elapsed()}  {message}"
+        width = 100
+        print("\r\033[K" + line[:width], end="", file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        self._title = title
+        print(f"\r\033[K▶ {title}", file=self.stream, flush=True)
+        try:
+            yield
+        finally:
+            print("\r\033[K", end="", file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"\r\033[K  warning: {message}", file=self.stream, flush=True)
+
+
+class QuietProgress(Progress):
+    def step(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        yield
+
+
+def make_progress(quiet: bool = False, stream: IO[str] | None = None) -> Progress:
+    stream = stream or sys.stderr
+    if quiet:
+        return QuietProgress(stream)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        return GitHubProgress(stream)
+    if stream.isatty() and os.environ.get("TERM") != "dumb":
+        return TerminalProgress(stream)
+    return Progress(stream)

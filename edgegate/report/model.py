@@ -1,0 +1,164 @@
+"""report.json: versioned, frozen records. Everything the comment shows comes from here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgegate.errors import InputError
+
+SCHEMA_VERSION = 1
+
+Status = Literal["passed", "failed", "error", "skipped"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Check(_Record):
+    limit: str                         # e.g. max_accuracy_drop_pp
+    metric: str                        # the metrics field it compares
+    threshold: float
+    measured: float | None
+    passed: bool | None                # None: not measured here
+    source: str                        # policy file:line that set the limit
+    note: str | None = None
+
+
+class Metrics(_Record):
+    size_bytes_before: int | None = None
+    size_bytes_after: int | None = None
+    size_ratio: float | None = None
+    size_mb_after: float | None = None
+    latency_p50_ms_before: float | None = None
+    latency_p50_ms_after: float | None = None
+    latency_p90_ms_before: float | None = None
+    latency_p90_ms_after: float | None = None
+    latency_p50_ci95_ms_before: list[float] | None = None
+    latency_p50_ci95_ms_after: list[float] | None = None
+    latency_runs: int | None = None
+    speedup: float | None = None
+    speedup_ci95: list[float] | None = None
+    metric: str | None = None
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    accuracy_drop_pp: float | None = None
+    eval_samples: int | None = None
+    top1_agreement: float | None = None
+    cosine_similarity: float | None = None
+    sqnr_db: float | None = None
+    not_measured: dict[str, str] = Field(default_factory=dict)   # field -> why it is null
+
+
+class Artifact(_Record):
+    path: str
+    sha256: str
+    size_bytes: int
+    precision: str
+    format: str
+
+
+class ErrorInfo(_Record):
+    kind: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+    fix: str | None = None
+
+
+class DeviceResult(_Record):
+    device: str
+    target: str
+    status: Status
+    reason: str | None = None
+    artifact: Artifact | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+    measurement: dict[str, Any] = Field(default_factory=dict)
+    quantization: dict[str, Any] = Field(default_factory=dict)
+    checks: list[Check] = Field(default_factory=list)
+    violations: list[Check] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    duration_s: float | None = None
+
+
+class ModelReport(_Record):
+    path: str
+    name: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    export: str | None = None
+    change: str = "explicit"
+    old_path: str | None = None
+    status: Literal["passed", "failed", "error"] = "passed"
+    error: ErrorInfo | None = None
+    info: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    results: list[DeviceResult] = Field(default_factory=list)
+
+
+class Report(_Record):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    edgegate_version: str
+    created_at: str
+    verdict: Literal["passed", "failed", "error"]
+    exit_code: int
+    commits: dict[str, str | None] = Field(default_factory=dict)
+    toolchain: dict[str, str | None] = Field(default_factory=dict)
+    machine: dict[str, Any] = Field(default_factory=dict)
+    policy_files: list[str] = Field(default_factory=list)
+    models: list[ModelReport] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    unchanged: list[str] = Field(default_factory=list)
+    errors: list[ErrorInfo] = Field(default_factory=list)   # run-level (configuration) errors
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no Infinity/NaN: such values become null (the caller records why)."""
+    if value is None or not isinstance(value, float):
+        return value
+    return value if math.isfinite(value) else None
+
+
+def write_report(report: Report, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=False) + "\n",
+                   encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+MAX_REPORT_BYTES = 64 << 20
+
+
+def read_report(path: Path) -> Report:
+    if not path.is_file():
+        raise InputError("report not found", file=str(path), fix="run 'edgegate run' first")
+    if path.stat().st_size > MAX_REPORT_BYTES:
+        raise InputError("report is larger than 64 MiB", file=str(path), fix="check the file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", file=str(path),
+                         fix="pass the report.json written by 'edgegate run'") from None
+    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise InputError(f"report schema_version {data.get('schema_version')} is not supported "
+                         f"by this EdgeGate (reads {SCHEMA_VERSION})", file=str(path),
+                         fix="render it with the EdgeGate version that wrote it")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise InputError(f"not an EdgeGate report: {loc}: {err['msg']}", file=str(path),
+                         fix="pass the report.json written by 'edgegate run'") from None

@@ -1,0 +1,103 @@
+"""comment.md and summary.md, rendered with Jinja2 from report.json alone.
+
+Templates render in a sandbox; every name or path that came from the pull request goes through
+the ``md`` filter (Markdown and HTML escaped, @mentions neutralised). The comment is kept under
+GitHub's 65,536-character limit by degrading: details collapse away first, then passing rows.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from edgegate.report.model import Report
+
+MARKER = "<!-- edgegate:comment -->"
+COMMENT_LIMIT = 65_536
+SUMMARY_LIMIT = 1 << 20          # GitHub's job summary limit per step (bytes)
+TEMPLATES = Path(__file__).parent / "templates"
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+
+
+def md(text: object) -> str:
+    """Escape untrusted text for inline Markdown: no markup, no HTML, no @mentions, one line."""
+    s = html.escape(str(text), quote=False)
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = s.replace("@", "@\u200b").replace("\r", " ").replace("\n", " ")
+    return s
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def fmt_num(x: float | None, digits: int = 2, suffix: str = "") -> str:
+    if x is None:
+        return "—"
+    return f"{x:.{digits}f}{suffix}"
+
+
+def environment(template_dir: Path | None = None) -> SandboxedEnvironment:
+    dirs = [str(template_dir)] if template_dir else []
+    env = SandboxedEnvironment(loader=FileSystemLoader(dirs + [str(TEMPLATES)]),
+                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                               keep_trailing_newline=True, autoescape=False)
+    env.filters.update(md=md, bytes=fmt_bytes, num=fmt_num)
+    env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon)
+    return env
+
+
+def icon(status: str) -> str:
+    return {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "⏭️"}.get(status, "❔")
+
+
+def check_icon(result, metric: str) -> str:
+    """✅/❌ for the limits on one metric; '' when no limit covers it; ❔ when not measured."""
+    marks = [c for c in result.checks if c.metric == metric]
+    if not marks:
+        return ""
+    if any(c.passed is False for c in marks):
+        return " ❌"
+    if any(c.passed is None for c in marks):
+        return " ❔"
+    return " ✅"
+
+
+def render(report: Report, fmt: str = "comment", template_dir: Path | None = None,
+           detail: str = "full") -> str:
+    env = environment(template_dir)
+    template = env.get_template(f"{fmt}.md.j2")
+    return template.render(report=report, detail=detail)
+
+
+def render_comment(report: Report, template_dir: Path | None = None,
+                   limit: int = COMMENT_LIMIT, summary_url: str | None = None) -> str:
+    """The PR comment, degraded until it fits: full -> no details -> failing rows only."""
+    text = ""
+    for detail in ("full", "compact", "failing"):
+        text = render(report, "comment", template_dir, detail)
+        if len(text) <= limit:
+            return text
+    note = "\n\n… truncated: the full report is in the job summary and report.json.\n"
+    return text[: limit - len(note)] + note
+
+
+def write_rendered(report: Report, out_dir: Path, template_dir: Path | None = None) -> tuple[Path, Path]:
+    comment = out_dir / "comment.md"
+    summary = out_dir / "summary.md"
+    comment.write_text(render_comment(report, template_dir), encoding="utf-8")
+    text = render(report, "summary", template_dir)
+    if len(text.encode("utf-8")) > SUMMARY_LIMIT:
+        text = render(report, "summary", template_dir, "compact")
+    summary.write_text(text, encoding="utf-8")
+    return comment, summary

@@ -1,0 +1,95 @@
+"""The whole gate: discover -> pipeline per model -> policy -> report.json -> comment.md, summary.md."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgegate import __version__
+from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
+from edgegate.discover import Discovery, Git, discover
+from edgegate.errors import ConfigError, EdgeGateError, describe
+from edgegate.pipeline import RunContext, devices_for, gate_model
+from edgegate.policy.check import exit_code_for, verdict_of
+from edgegate.progress import Progress
+from edgegate.report.model import ErrorInfo, Report, write_report
+from edgegate.report.render import write_rendered
+from edgegate.toolchain import machine, toolchain
+
+
+@dataclass
+class RunOptions:
+    models: list[str]
+    base: str | None = None
+    head: str | None = None
+    devices: list[str] | None = None
+    policy: str | None = None
+    keep_workdir: bool = False
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Progress,
+             git: Git | None = None, clock: Callable[[], str] = _now) -> Report:
+    """Never raises for bad models or data: those become error rows. Configuration errors
+    become a report with a run-level error (and no models gated)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    root = loaded.root
+    config = loaded.config
+    errors: list[ErrorInfo] = []
+    models = []
+    discovery = Discovery(jobs=[])
+    policy_files: list[str] = []
+    try:
+        stack = policy_stack(loaded, opts.policy)
+        policy_files = [doc.file for _, doc in stack]
+        devices = resolve_devices(stack)
+        if opts.devices:
+            config = config.model_copy(update={"devices": list(opts.devices)})
+        if git is None and not opts.models:
+            git = Git(root)
+        discovery = discover(config, root, git, base=opts.base, head=opts.head,
+                             explicit=opts.models)
+        if opts.devices:
+            discovery = Discovery(
+                jobs=[j.__class__(j.path, j.spec.model_copy(update={"devices": list(opts.devices)}),
+                                  j.change, j.old_path) for j in discovery.jobs],
+                removed=discovery.removed, unchanged=discovery.unchanged,
+                base=discovery.base, head=discovery.head)
+        _check_devices(loaded, discovery, config, devices)
+        ctx = RunContext(config=config, root=root, out_dir=out_dir, devices=devices,
+                         progress=progress, keep_workdir=opts.keep_workdir)
+        if not discovery.jobs:
+            progress.step("no changed model to gate")
+        for job in discovery.jobs:
+            with progress.group(f"model {job.path} ({job.change})"):
+                models.append(gate_model(job, ctx))
+    except EdgeGateError as exc:
+        progress.warn(exc.message)
+        errors.append(ErrorInfo(**describe(exc)))
+    report = Report(edgegate_version=__version__, created_at=clock(),
+                    verdict=verdict_of(models, errors), exit_code=exit_code_for(models, errors),
+                    commits={"base": discovery.base, "head": discovery.head},
+                    toolchain=toolchain(), machine=machine(), policy_files=policy_files,
+                    models=models, removed=discovery.removed, unchanged=discovery.unchanged,
+                    errors=errors)
+    write_report(report, out_dir / "report.json")
+    write_rendered(report, out_dir)
+    return report
+
+
+def _check_devices(loaded: LoadedConfig, discovery: Discovery, config, devices: dict) -> None:
+    for job in discovery.jobs:
+        for device in devices_for(job, config):
+            if device not in devices:
+                idx = next((i for i, m in enumerate(config.models) if m is job.spec), None)
+                loc = ("models", idx, "devices") if idx is not None else ("devices",)
+                raise ConfigError(f"unknown device '{device}'", file=loaded.source.file,
+                                  line=loaded.source.line_of(loc), field=".".join(map(str, loc)),
+                                  value=device,
+                                  fix="use one of " + ", ".join(sorted(devices)) +
+                                      ", or define it under 'devices:' in your policy file")

@@ -1,0 +1,136 @@
+"""One evaluator for every target: labelled accuracy and label-free fidelity against the source."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgegate.data.sources import Dataset
+from edgegate.errors import ConfigError, InputError
+
+
+def collect_outputs(infer: Callable[[dict], list], dataset: Dataset, display: str = ""
+                    ) -> list[list[np.ndarray]]:
+    """Run every sample; return, per model output, the list of per-sample arrays."""
+    per_output: list[list[np.ndarray]] = []
+    for i in range(len(dataset)):
+        feed = dataset.feed(i)
+        try:
+            outs = infer(feed)
+        except Exception as exc:
+            raise InputError(f"inference failed on evaluation sample {i}: {type(exc).__name__}: "
+                             f"{str(exc)[:300]}", file=display,
+                             fix="check that the data matches the model's inputs") from None
+        if not per_output:
+            per_output = [[] for _ in outs]
+        for slot, out in zip(per_output, outs):
+            slot.append(np.asarray(out))
+    return per_output
+
+
+def stacked(samples: list[np.ndarray]) -> np.ndarray:
+    """Per-sample outputs as one (samples, ...) array, dropping a batch axis of 1."""
+    if all(s.ndim and s.shape[0] == 1 for s in samples):
+        samples = [s[0] for s in samples]
+    try:
+        return np.stack(samples)
+    except ValueError:
+        raise InputError("the metric's output has a different shape for each sample",
+                         fix="use metric: fidelity, or a custom module:function metric") from None
+
+
+def _scores(out: np.ndarray) -> np.ndarray:
+    return out.reshape(out.shape[0], -1).astype(np.float64)
+
+
+def topk(out: np.ndarray, labels: np.ndarray, k: int) -> float:
+    scores = _scores(out)
+    labels = labels.reshape(-1).astype(np.int64)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)) * 100.0)
+
+
+def mse(out: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean((_scores(out) - labels.reshape(len(labels), -1).astype(np.float64)) ** 2))
+
+
+def custom_metric(ref: str, root: Path) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``module:function`` imported from the repository root (configuration-declared code)."""
+    module_name, func = ref.split(":", 1)
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, func)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import the metric '{ref}': {exc}", field="evaluation.metric",
+                          fix="put the module in the repository and name a function "
+                              "f(outputs, labels) -> float") from None
+    finally:
+        sys.path.remove(str(root))
+
+
+def score(metric: str, out: np.ndarray, labels: np.ndarray | None, root: Path | None = None) -> float | None:
+    if labels is None or metric == "fidelity":
+        return None
+    if metric == "top1":
+        return topk(out, labels, 1)
+    if metric == "top5":
+        return topk(out, labels, 5)
+    if metric == "mse":
+        return mse(out, labels)
+    return float(custom_metric(metric, root or Path.cwd())(out, labels))
+
+
+def fidelity(ref: list[list[np.ndarray]], new: list[list[np.ndarray]]) -> dict:
+    """Per-sample comparison with the reference, worst over outputs: top-1 agreement (for
+    outputs that are one score vector per sample), cosine similarity and SQNR."""
+    cos_by_output, sqnr_by_output, agree = [], [], None
+    for ref_samples, new_samples in zip(ref, new):
+        cosines, noise, signal, agreements = [], 0.0, 0.0, []
+        for r, n in zip(ref_samples, new_samples):
+            r64 = np.asarray(r, dtype=np.float64).ravel()
+            n64 = np.asarray(n, dtype=np.float64).ravel()
+            if r64.shape != n64.shape:
+                cosines.append(0.0)
+                noise += float(np.sum(r64 ** 2))
+                signal += float(np.sum(r64 ** 2))
+                continue
+            den = float(np.linalg.norm(r64) * np.linalg.norm(n64))
+            if den > 0:
+                cosines.append(float(np.dot(r64, n64) / den))
+            else:
+                cosines.append(1.0 if np.array_equal(r64, n64) else 0.0)
+            noise += float(np.sum((r64 - n64) ** 2))
+            signal += float(np.sum(r64 ** 2))
+            squeezed = np.squeeze(np.asarray(r))
+            if squeezed.ndim == 1 and squeezed.size > 1 and np.issubdtype(np.asarray(r).dtype, np.floating):
+                agreements.append(int(np.argmax(r64) == np.argmax(n64)))
+        if not cosines:
+            continue
+        cos_by_output.append(float(np.mean(cosines)))
+        if noise == 0:
+            sqnr_by_output.append(float("inf"))
+        elif signal > 0:
+            sqnr_by_output.append(float(10 * np.log10(signal / noise)))
+        if agree is None and agreements:
+            agree = float(np.mean(agreements))
+    return {"top1_agreement": agree,
+            "cosine_similarity": min(cos_by_output) if cos_by_output else None,
+            "sqnr_db": min(sqnr_by_output) if sqnr_by_output else None}
+
+
+def pick_output(outputs: list, which: int | str, names: list[str], display: str) -> list:
+    if isinstance(which, int):
+        if which >= len(outputs):
+            raise ConfigError(f"evaluation.output is {which} but the model has {len(outputs)} outputs",
+                              field="evaluation.output", fix=f"use 0..{len(outputs) - 1}")
+        return outputs[which]
+    if which not in names:
+        raise ConfigError(f"the model has no output named '{which}'", field="evaluation.output",
+                          fix="use one of " + ", ".join(names))
+    return outputs[names.index(which)]

@@ -170,6 +170,49 @@ def schema(out_dir) -> None:
         click.echo(str(path))
 
 
+@cli.command()
+@click.argument("out_dir", default=".edgegate", required=False)
+@click.option("--tag", required=True, help="release tag (created as a draft release if missing)")
+@click.option("--repo", envvar="GITHUB_REPOSITORY", required=True, help="owner/name [$GITHUB_REPOSITORY]")
+@click.option("--api-url", envvar="GITHUB_API_URL", default="https://api.github.com", show_default=True,
+              help="GitHub API URL [$GITHUB_API_URL]")
+@click.option("--token-env", default="GITHUB_TOKEN", show_default=True,
+              help="name of the environment variable holding the token (never pass a token as an argument)")
+@click.option("--dry-run", is_flag=True, help="list the assets and write SHA256SUMS/manifest.json only")
+def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
+    """Upload a run's artifacts (OUT_DIR, default .edgegate) as release assets of TAG.
+
+    Names are <model>-<device>-<precision>.<ext>, plus SHA256SUMS and manifest.json. The release is
+    created as a draft, filled, then published; re-running replaces assets of the same name."""
+    import os
+
+    from edgegate.github.releases import check_sizes, collect_assets
+    from edgegate.report.model import read_report
+
+    try:
+        out = Path(out_dir)
+        report = read_report(out / "report.json")
+        assets = collect_assets(report, out, out / "release")
+        check_sizes(assets)
+        for asset in assets:
+            click.echo(f"{asset.sha256}  {asset.size_bytes:>12}  {asset.name}")
+        if dry_run:
+            return
+        from edgegate.github.client import connect
+        from edgegate.github.faults import RetryPolicy
+        from edgegate.github.releases import publish as publish_release
+
+        token = os.environ.get(token_env, "")
+        throttle = os.environ.get("EDGEGATE_GITHUB_THROTTLE_S")
+        gh = connect(token, repo, api_url, retry=RetryPolicy(log=lambda m: click.echo(m, err=True)),
+                     throttle_s=float(throttle) if throttle else None)
+        url = publish_release(gh, tag, assets, log=lambda m: click.echo(m, err=True))
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    click.echo(f"release: {url}")
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

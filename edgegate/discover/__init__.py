@@ -98,3 +98,15 @@ def discover(config: Config, root: Path, git: Git | None, *, base: str | None = 
             unchanged.append(model)
     return Discovery(jobs=sorted(jobs.values(), key=lambda j: j.path), removed=sorted(set(removed)),
                      unchanged=sorted(unchanged), base=base_sha, head=head_sha)
+
+
+def configured_models(config: Config, git: Git, ref: str = "HEAD") -> list[str]:
+    """Every configured model present at ``ref`` (for a release, which gates them all)."""
+    models: list[str] = []
+    for path in git.files_at(git.rev(ref)):
+        spec = spec_for(config, path)
+        if spec is not None:
+            model = _model_of(spec, path)
+            if model not in models:
+                models.append(model)
+    return sorted(models)

@@ -34,7 +34,7 @@ def load_arrays(path: Path, display: str, single_name: str | None) -> dict[str, 
     except InputError:
         raise
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
             raise InputError("the data file holds Python objects, which would need unpickling",
                              file=display, fix="save plain numeric arrays (np.savez)") from None
         raise InputError(f"cannot read the data file: {exc}", file=display,

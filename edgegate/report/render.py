@@ -61,9 +61,9 @@ def icon(status: str) -> str:
     return {"passed": "✅", "failed": "❌", "error": "⚠️", "skipped": "⏭️"}.get(status, "❔")
 
 
-def check_icon(result, metric: str) -> str:
-    """✅/❌ for the limits on one metric; '' when no limit covers it; ❔ when not measured."""
-    marks = [c for c in result.checks if c.metric == metric]
+def check_icon(result, *metrics: str) -> str:
+    """✅/❌ for the limits on these metrics; '' when no limit covers them; ❔ when not measured."""
+    marks = [c for c in result.checks if c.metric in metrics]
     if not marks:
         return ""
     if any(c.passed is False for c in marks):

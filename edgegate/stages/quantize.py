@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,14 @@ class Quantized:
     excluded: list[str] = field(default_factory=list)
 
 
+def _stride(n: int, most: int = 32) -> int | None:
+    """The largest divisor of n that is at most ``most`` (onnxruntime needs an exact division)."""
+    if n <= most:
+        return None
+    best = max(d for d in range(1, most + 1) if n % d == 0)
+    return best if best >= 8 else None
+
+
 def _qtype(name: str):
     from onnxruntime.quantization import QuantType
 
@@ -62,10 +72,19 @@ def _qtype(name: str):
 def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str,
              weight_type: str = "int8", per_channel: bool = True, method: str = "minmax",
              exclude: list[str] | None = None, op_types: list[str] | None = None,
-             cache: Path | None = None, display: str = "") -> Quantized:
+             cache: Path | None = None, display: str = "",
+             nodes: list[str] | None = None) -> Quantized:
+    """Static INT8 (QDQ). ``nodes`` limits quantization to those nodes (None: every node not
+    in ``exclude``); ``cache`` shares one calibration pass between configurations."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    extra = {"CalibMaxIntermediateOutputs": 64}
+    # Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrator *discards* each
+    # full chunk instead of folding it into the ranges, so only the last partial chunk counted.
+    # Strided MinMax folds every stride into the ranges and bounds memory the same way.
+    extra: dict = {}
+    stride = _stride(len(calibration)) if method == "minmax" else None
+    if stride:
+        extra["CalibStridedMinMax"] = stride
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     kwargs = {}
@@ -73,14 +92,16 @@ def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str
         kwargs["calibration_cache_path"] = str(cache)
     logging.getLogger().setLevel(logging.ERROR)
     try:
-        quantize_static(
-            str(src), str(dst), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-            per_channel=per_channel, activation_type=_qtype(activation_type),
-            weight_type=_qtype(weight_type),
-            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            nodes_to_exclude=list(exclude or []), op_types_to_quantize=op_types,
-            use_external_data_format=src.stat().st_size > (1 << 31) - (1 << 24),
-            extra_options=extra, **kwargs)
+        with contextlib.redirect_stdout(io.StringIO()):   # histogram calibrators print progress
+            quantize_static(
+                str(src), str(dst), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=per_channel, activation_type=_qtype(activation_type),
+                weight_type=_qtype(weight_type),
+                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                nodes_to_exclude=list(exclude or []), op_types_to_quantize=op_types,
+                nodes_to_quantize=list(nodes) if nodes is not None else None,
+                use_external_data_format=src.stat().st_size > (1 << 31) - (1 << 24),
+                extra_options=extra, **kwargs)
     except Exception as exc:
         raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {str(exc)[:300]}",
                               file=display,
@@ -108,3 +129,32 @@ def classify_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
         elif data_inputs and not all(i in init for i in data_inputs):
             floating.append(node.name)
     return quantized, floating
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, display: str = "") -> Path:
+    """Dynamic INT8 of MatMul/Gemm: weights stored INT8, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+    except Exception as exc:
+        raise ConversionError(f"dynamic INT8 quantization failed: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}", file=display,
+                              fix="use quantization.level: balanced (static INT8)") from None
+    return dst
+
+
+def convert_fp16(src: Path, dst: Path, display: str = "") -> Path:
+    """FP16 weights and compute, FP32 inputs and outputs (onnxconverter-common)."""
+    from edgegate._deps import require
+
+    float16 = require("onnxconverter_common.float16", extra="all")
+    try:
+        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        onnx.save(model, str(dst))
+    except Exception as exc:
+        raise ConversionError(f"FP16 conversion failed: {type(exc).__name__}: {str(exc)[:300]}",
+                              file=display, fix="use quantization.level: balanced") from None
+    return dst

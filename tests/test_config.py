@@ -1,0 +1,152 @@
+"""edgegate.yml and policy loading: valid files load, every error names file, line, field and value."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgegate.config.jsonschema import SCHEMAS, schema_text
+from edgegate.config.load import builtin_profiles, load_config, load_policy, policy_stack, resolve_devices
+from edgegate.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text, name="edgegate.yml"):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_full_config_loads(tmp_path):
+    path = write(tmp_path, """version: 1
+models:
+  - path: models/classifier.onnx
+    calibration: data/calibration.npz
+    evaluation:
+      data: data/evaluation.npz
+      labels: labels
+      metric: top5
+    devices: [x86-cpu]
+policy: .edgegate/policy.yml
+""")
+    loaded = load_config(path)
+    spec = loaded.config.models[0]
+    assert spec.calibration_spec().data == "data/calibration.npz"
+    assert spec.calibration_spec().samples == 200          # documented default
+    assert spec.evaluation.metric == "top5"
+    assert loaded.root == tmp_path
+
+
+def test_unknown_key_names_file_line_field_and_allowed_keys(tmp_path):
+    path = write(tmp_path, """version: 1
+models:
+  - path: m.onnx
+    calibraton: data/c.npz
+""")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    e = err.value
+    assert e.file == "edgegate.yml" and e.line == 4
+    assert e.field == "models.0.calibraton"
+    assert "calibration" in e.fix                           # lists the allowed keys
+
+
+def test_bad_value_reports_value_seen_and_allowed(tmp_path):
+    path = write(tmp_path, """version: 1
+models:
+  - path: m.onnx
+    evaluation:
+      data: e.npz
+      metric: accuracy
+""")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.line == 6
+    assert err.value.value == "accuracy"
+    assert "top1" in err.value.message
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "version: 1\nmodels:\n  - path: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.file == "edgegate.yml" and err.value.line is not None
+    assert "invalid YAML" in err.value.message
+
+
+def test_wrong_version_and_duplicate_keys(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "version: 2\n"))
+    assert err.value.field == "version" and err.value.value == 2
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "version: 1\nversion: 1\n"))
+    assert "duplicate key" in err.value.message and err.value.line == 2
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path):
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i-1}"] * 10) + "]")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "\n".join(lines) + "\n"))
+    assert "alias bomb" in err.value.message
+
+
+def test_repository_policy_overrides_builtin_limit_and_records_its_line(tmp_path):
+    write(tmp_path, "version: 1\npolicy: policy.yml\n")
+    write(tmp_path, """version: 1
+devices:
+  x86-cpu:
+    min_speedup: 2.0
+  my-box:
+    target: onnxruntime
+    max_size_mb: 10
+""", "policy.yml")
+    loaded = load_config(tmp_path / "edgegate.yml")
+    devices = resolve_devices(policy_stack(loaded))
+    x86 = devices["x86-cpu"]
+    assert x86.limits["min_speedup"].value == 2.0
+    assert x86.limits["min_speedup"].source == "policy.yml:4"
+    # limits the repository did not touch still come from the built-in profile
+    assert x86.limits["max_accuracy_drop_pp"].source.startswith("policies/x86-cpu.yml:")
+    assert devices["my-box"].limits["max_size_mb"].value == 10   # a custom device
+
+
+def test_custom_device_without_target_is_an_error(tmp_path):
+    write(tmp_path, "version: 1\ndevices:\n  mystery:\n    max_size_mb: 1\n", "p.yml")
+    with pytest.raises(ConfigError) as err:
+        resolve_devices(builtin_profiles() + [load_policy(tmp_path / "p.yml", display="p.yml")])
+    assert "mystery" in err.value.message and "target" in err.value.fix
+
+
+def test_policy_limit_of_wrong_type(tmp_path):
+    write(tmp_path, "version: 1\ndevices:\n  x86-cpu:\n    min_speedup: fast\n", "p.yml")
+    with pytest.raises(ConfigError) as err:
+        load_policy(tmp_path / "p.yml", display="p.yml")
+    assert err.value.line == 4 and err.value.field == "devices.x86-cpu.min_speedup"
+
+
+def test_missing_policy_file_points_at_the_config_line(tmp_path):
+    write(tmp_path, "version: 1\n\npolicy: nowhere.yml\n")
+    loaded = load_config(tmp_path / "edgegate.yml")
+    with pytest.raises(ConfigError) as err:
+        policy_stack(loaded)
+    assert err.value.line == 3 and err.value.value == "nowhere.yml"
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_published_json_schemas_are_current(name):
+    model, title = SCHEMAS[name]
+    committed = (ROOT / "schemas" / name).read_text()
+    assert committed == schema_text(model, title), \
+        "schemas/ is stale: run `make schemas` (edgegate schema --out schemas) and commit"
+    assert json.loads(committed)["title"] == title
+
+
+def test_builtin_profiles_are_valid_and_name_targets():
+    devices = resolve_devices(builtin_profiles())
+    assert "x86-cpu" in devices
+    for device in devices.values():
+        assert device.target

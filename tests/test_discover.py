@@ -1,0 +1,84 @@
+"""Changed models between two commits: added, modified, renamed gated; deleted listed; others skipped."""
+
+import shutil
+
+import pytest
+
+from conftest import commit_all, git, perturbed_copy
+from edgegate.config.load import load_config
+from edgegate.discover import Git, discover
+from edgegate.discover.detect import check_not_lfs_pointer, detect_framework
+from edgegate.errors import ConfigError, InputError
+
+
+def test_added_modified_renamed_deleted_unchanged(model_repo):
+    models = model_repo / "models"
+    for seed, name in enumerate(("keep", "gone", "old-name"), start=10):   # distinct contents
+        perturbed_copy(models / "digits.onnx", models / f"{name}.onnx", seed=seed)
+    base = commit_all(model_repo, "more models")
+    perturbed_copy(models / "digits.onnx", models / "digits.onnx")          # modified
+    (models / "gone.onnx").unlink()                                          # deleted
+    git(model_repo, "mv", "models/old-name.onnx", "models/new-name.onnx")  # renamed
+    shutil.copy(models / "keep.onnx", models / "added.onnx")
+    perturbed_copy(models / "keep.onnx", models / "added.onnx", seed=7)     # added
+    (model_repo / "README.txt").write_text("not a model")
+    head = commit_all(model_repo, "change")
+
+    loaded = load_config(model_repo / "edgegate.yml")
+    found = discover(loaded.config, model_repo, Git(model_repo), base=base, head=head)
+    changes = {j.path: j.change for j in found.jobs}
+    assert changes == {"models/digits.onnx": "modified", "models/added.onnx": "added",
+                       "models/new-name.onnx": "renamed"}
+    renamed = next(j for j in found.jobs if j.change == "renamed")
+    assert renamed.old_path == "models/old-name.onnx"
+    assert found.removed == ["models/gone.onnx"]
+    assert found.unchanged == ["models/keep.onnx"]
+    assert found.base == base and found.head == head
+
+
+def test_default_base_is_merge_base_with_default_branch(model_repo):
+    first = git(model_repo, "rev-parse", "HEAD").strip()
+    git(model_repo, "checkout", "-q", "-b", "feature")
+    perturbed_copy(model_repo / "models/digits.onnx", model_repo / "models/digits.onnx")
+    commit_all(model_repo, "retrain")
+    loaded = load_config(model_repo / "edgegate.yml")
+    found = discover(loaded.config, model_repo, Git(model_repo))
+    assert found.base == first
+    assert [j.path for j in found.jobs] == ["models/digits.onnx"]
+
+
+def test_unknown_base_ref_is_a_config_error(model_repo):
+    loaded = load_config(model_repo / "edgegate.yml")
+    with pytest.raises(ConfigError) as err:
+        discover(loaded.config, model_repo, Git(model_repo), base="no-such-ref")
+    assert "no-such-ref" in err.value.message and "fetch" in err.value.fix
+
+
+def test_explicit_paths_are_gated_as_given(model_repo):
+    loaded = load_config(model_repo / "edgegate.yml")
+    found = discover(loaded.config, model_repo, None, explicit=[str(model_repo / "models/digits.onnx")])
+    assert [(j.path, j.change) for j in found.jobs] == [("models/digits.onnx", "explicit")]
+    assert found.jobs[0].spec.calibration == "data/calibration.npz"   # config applies to it
+
+
+def test_lfs_pointer_is_recognised_with_the_fix(tmp_path):
+    pointer = tmp_path / "model.onnx"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\n"
+                       "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+                       "size 12345\n")
+    with pytest.raises(InputError) as err:
+        check_not_lfs_pointer(pointer, "model.onnx")
+    assert "LFS" in err.value.message and "lfs" in err.value.fix
+
+
+def test_framework_detection(tmp_path):
+    assert detect_framework(tmp_path / "a.onnx", "a.onnx") == "onnx"
+    assert detect_framework(tmp_path / "a.pt2", "a.pt2") == "pytorch"
+    assert detect_framework(tmp_path / "a.keras", "a.keras") == "tensorflow"
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    assert detect_framework(saved, "saved") == "tensorflow"
+    with pytest.raises(InputError) as err:
+        detect_framework(tmp_path / "a.zip", "a.zip")
+    assert "framework" in err.value.fix

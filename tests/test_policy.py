@@ -1,0 +1,62 @@
+"""check(report, policy) is pure: violations name the limit, the measured value and file:line."""
+
+from pathlib import Path
+
+from edgegate.config.load import Limit, ResolvedDevice
+from edgegate.config.policy_schema import DeviceProfile
+from edgegate.policy.check import check_result, exit_code_for
+from edgegate.report.model import DeviceResult, ErrorInfo, Metrics, ModelReport
+
+
+def device(**limits):
+    return ResolvedDevice("x86-cpu", "onnxruntime", DeviceProfile(target="onnxruntime"),
+                          {k: Limit(k, v, "policy.yml", 3 + i) for i, (k, v) in enumerate(limits.items())})
+
+
+def result(**metrics):
+    return DeviceResult(device="x86-cpu", target="onnxruntime", status="passed",
+                        metrics=Metrics(**metrics))
+
+
+def test_violation_names_limit_value_and_source():
+    r = check_result(result(accuracy_drop_pp=2.5, size_ratio=4.0),
+                     device(max_accuracy_drop_pp=1.0, min_size_ratio=3.0))
+    assert r.status == "failed"
+    assert [(v.limit, v.measured, v.threshold, v.source) for v in r.violations] == \
+        [("max_accuracy_drop_pp", 2.5, 1.0, "policy.yml:3")]
+    assert {c.limit: c.passed for c in r.checks} == {"max_accuracy_drop_pp": False, "min_size_ratio": True}
+
+
+def test_speedup_gate_does_not_flip_on_noise():
+    # point estimate below the limit, but the interval reaches it: not a failure
+    r = check_result(result(speedup=1.45, speedup_ci95=[1.38, 1.52]), device(min_speedup=1.5))
+    assert r.status == "passed" and r.checks[0].note
+    r = check_result(result(speedup=1.2, speedup_ci95=[1.15, 1.25]), device(min_speedup=1.5))
+    assert r.status == "failed"
+
+
+def test_unmeasured_metric_is_not_a_pass_or_fail():
+    r = check_result(result(not_measured={"latency_p50_ms_after": "Core ML prediction needs macOS"}),
+                     device(max_latency_p50_ms=10))
+    assert r.status == "passed"
+    assert r.checks[0].passed is None and "macOS" in r.checks[0].note
+
+
+def test_pure_same_input_same_output():
+    args = (result(accuracy_drop_pp=0.5, speedup=2.0, speedup_ci95=[1.9, 2.1]),
+            device(max_accuracy_drop_pp=1.0, min_speedup=1.5))
+    assert check_result(*args) == check_result(*args)
+
+
+def test_exit_codes():
+    passed = ModelReport(path="a", name="a", results=[result()])
+    failed = ModelReport(path="b", name="b", results=[result().model_copy(update={"status": "failed"})])
+    bad_input = ModelReport(path="c", name="c", status="error",
+                            error=ErrorInfo(kind="input", message="corrupt"))
+    crash = ModelReport(path="d", name="d", status="error",
+                        error=ErrorInfo(kind="internal", message="bug"))
+    assert exit_code_for([passed], []) == 0
+    assert exit_code_for([passed, failed], []) == 1
+    assert exit_code_for([failed, bad_input], []) == 2
+    assert exit_code_for([bad_input, crash], []) == 3
+    assert exit_code_for([], [ErrorInfo(kind="config", message="x")]) == 2

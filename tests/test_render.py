@@ -1,0 +1,51 @@
+"""The rendered comment and summary are checked against golden files; untrusted text is escaped.
+
+Regenerate after an intended template change: EDGEGATE_UPDATE_GOLDEN=1 pytest tests/test_render.py
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgegate.report.model import read_report
+from edgegate.report.render import COMMENT_LIMIT, MARKER, md, render, render_comment
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def report():
+    return read_report(GOLDEN / "report.json")
+
+
+@pytest.mark.parametrize("fmt", ["comment", "summary"])
+def test_matches_golden(report, fmt):
+    text = render_comment(report) if fmt == "comment" else render(report, "summary")
+    golden = GOLDEN / f"{fmt}.md"
+    if os.environ.get("EDGEGATE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_untrusted_names_are_escaped(report):
+    text = render_comment(report)
+    assert "<script>" not in text
+    assert "@octocat" not in text                     # mention neutralised with a zero-width space
+    assert text.startswith(MARKER)
+
+
+def test_md_filter():
+    assert md("a|b") == "a\\|b"
+    assert md("<img src=x>") == "&lt;img src=x&gt;"
+    assert "\n" not in md("line1\nline2")
+
+
+def test_comment_degrades_to_fit_the_limit(report):
+    many = report.model_copy(update={"models": [report.models[0].model_copy(
+        update={"path": f"models/m{i}.onnx"}) for i in range(400)]})
+    text = render_comment(many)
+    assert len(text) <= COMMENT_LIMIT
+    assert "<details>" not in text                    # details collapsed away first
+    full = render(many, "comment")
+    assert len(full) > COMMENT_LIMIT

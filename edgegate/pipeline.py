@@ -19,6 +19,7 @@ from edgegate.discover.detect import check_not_lfs_pointer, detect_framework
 from edgegate.discover.paths import inside_workspace
 from edgegate.errors import EdgeGateError, InputError, describe
 from edgegate.frontends import SourceModel, load_frontend
+from edgegate.frontends.export_check import check_on_data
 from edgegate.progress import Progress
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
@@ -110,6 +111,10 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             progress.step(f"{name}: reference outputs on {len(data.evaluation)} samples")
             reference = source.reference or OrtRunner(source.onnx_path, ctx.config.benchmark.threads, display)
             ref_outputs = collect_outputs(reference.infer, data.evaluation, display)
+            export_check = None
+            if source.reference is not None:   # a framework model: its ONNX export vs the source
+                export_check = check_on_data(source.onnx_path, ref_outputs, data.evaluation, display,
+                                             ctx.config.benchmark.threads, job.spec.export_max_abs_diff)
             out_names = [o.name for o in info.outputs]
             metric = data.evaluation.info.get("metric", "fidelity")
             accuracy_before = None
@@ -126,6 +131,8 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
 
         info_dict = info.to_dict()
         info_dict["optimization_notes"] = opt_notes
+        if source.details or export_check:
+            info_dict["export_check"] = {**source.details, "check_data": export_check}
         data_dict = {"calibration": _clean(data.calibration.info),
                      "evaluation": _clean(data.evaluation.info)}
         results = []
@@ -171,7 +178,7 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
             model_path=optimized, source_path=source.onnx_path, info=info,
             calibration=data.calibration, evaluation=data.evaluation, device=device,
             quantization=quant, benchmark=ctx.config.benchmark, workdir=dev_work,
-            display=display, name=slug(name)))
+            display=display, name=slug(name), source=source))
         artifact = _publish_artifact(compiled.artifact, ctx.out_dir, name, device.id,
                                      compiled.precision)
         art = Artifact(path=artifact.relative_to(ctx.out_dir).as_posix(), sha256=sha256_of(artifact),

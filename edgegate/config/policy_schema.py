@@ -39,6 +39,17 @@ class DeviceProfile(Limits):
     quantization: QuantizationSpec | None = None
     threads: int | None = Field(None, ge=1)
     runner: str | None = Field(None, description="runner label of a machine that is this device")
+    io_dtype: Literal["int8", "uint8", "float32"] | None = Field(
+        None, description="tflite INT8 models: dtype of the model's inputs and outputs")
+    compiler: Literal["edgetpu"] | None = Field(
+        None, description="a device compiler run after the target (edgetpu: edgetpu_compiler)")
+    weight_compression: Literal["none", "int8", "palettize-8bit", "palettize-6bit",
+                                "palettize-4bit"] | None = Field(
+        None, description="coreml: compress the FP16 weights (int8 linear or k-means palettization)")
+    timeout_s: float | None = Field(None, gt=0, description="compile + measure time limit per model "
+                                                            "(isolated child process; default 1800)")
+    memory_limit_mb: int | None = Field(None, ge=256, description="memory cap of that child process "
+                                                                  "(default: 75% of this machine's RAM)")
 
 
 class PolicyFile(BaseModel):

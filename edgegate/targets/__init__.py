@@ -22,6 +22,7 @@ class TargetEntry:
     runs_on: str                       # human words: what it needs to run
     needs_cuda: bool = False
     needs_macos: bool = False
+    measure_modules: tuple[str, ...] = ()   # needed to run/measure, not to compile
 
 
 TARGETS: dict[str, TargetEntry] = {
@@ -34,7 +35,8 @@ TARGETS: dict[str, TargetEntry] = {
                           ("coremltools",), "macOS for prediction; builds anywhere",
                           needs_macos=True),
     "tensorrt": TargetEntry("tensorrt", "edgegate.targets.tensorrt:TensorRTTarget", "tensorrt",
-                            ("tensorrt",), "an NVIDIA CUDA device with TensorRT", needs_cuda=True),
+                            ("onnxruntime",), "an NVIDIA CUDA device with TensorRT", needs_cuda=True,
+                            measure_modules=("tensorrt",)),
 }
 
 
@@ -58,7 +60,13 @@ def availability(target_id: str) -> Availability:
         return Availability(target_id, True, False,
                             "builds and validates here; prediction needs macOS", None)
     if entry.needs_cuda and not _has_cuda():
-        return Availability(target_id, False, False, "no CUDA device on this machine", None)
+        return Availability(target_id, True, False,
+                            "no CUDA device on this machine: ships the QDQ ONNX and the engine-build "
+                            "command; engine metrics not measurable here", None)
+    missing = [m for m in entry.measure_modules if not available(m)]
+    if missing:
+        return Availability(target_id, True, False,
+                            f"builds here; measuring needs {', '.join(missing)}", hint)
     return Availability(target_id, True, True, entry.runs_on, None)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class CompileJob:
     workdir: Path
     display: str
     name: str
+    source: Any = None            # the frontend's SourceModel (e.g. a torch module for Core ML)
 
 
 @dataclass

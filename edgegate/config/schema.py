@@ -66,6 +66,13 @@ class QuantizationSpec(_Strict):
     weight_type: Literal["int8", "uint8"] = "int8"
     exclude_nodes: list[str] = Field(default_factory=list, description="node names kept in float")
     op_types: list[str] | None = Field(None, description="only quantize these op types")
+    level: Literal["conservative", "balanced", "aggressive"] = Field(
+        "balanced", description="conservative: FP16/weight-only where measured faster; balanced: INT8 "
+                                "with the most sensitive layers kept in float until the accuracy budget "
+                                "is met; aggressive: INT8 wherever measured faster")
+    search_time_s: float = Field(120.0, gt=0, description="time budget of the precision search")
+    search_samples: int | None = Field(
+        None, ge=1, description="evaluation samples the search scores candidates on (default: all)")
 
 
 class InputSpec(_Strict):

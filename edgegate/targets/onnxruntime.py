@@ -7,12 +7,10 @@ import platform
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from edgegate.errors import InputError
-from edgegate.stages.analyze import node_macs
-from edgegate.stages.benchmark import benchmark_pair
-from edgegate.stages.quantize import quantize
+from edgegate.stages.quantize import COMPUTE_OPS
+from edgegate.stages.search import PrecisionSearch
 from edgegate.targets.base import CompileJob, Compiled, host_machine
 
 
@@ -60,60 +58,73 @@ class OnnxRuntimeTarget:
         return OrtRunner(path, threads, display)
 
     def compile(self, job: CompileJob) -> Compiled:
+        """The precision search (stages/search.py) picks the configuration; see its levels."""
         spec = job.quantization
-        method = spec.calibration_method or job.calibration.info.get("method") or "minmax"
-        cache = job.workdir / f"calibration-{method}.json"
         threads = job.device.profile.threads or job.benchmark.threads
-        results = []
-        for act in _candidates(spec.activation_type):
-            out = job.workdir / f"{job.name}.{job.device.id}.int8-a{act[0]}8.onnx"
-            q = quantize(job.model_path, out, job.calibration, activation_type=act,
-                         weight_type=spec.weight_type, per_channel=spec.per_channel,
-                         method=method, exclude=spec.exclude_nodes, op_types=spec.op_types,
-                         cache=cache, display=job.display)
-            results.append(q)
-        chosen = results[0]
-        timings = []
-        if len(results) == 2:
-            feed = job.calibration.feed(0)
-            first = OrtRunner(results[0].path, threads, job.display)
-            second = OrtRunner(results[1].path, threads, job.display)
-            pair = benchmark_pair(lambda: first.infer(feed), lambda: second.infer(feed),
-                                  warmup=3, repeats=20, min_time_s=0.3, max_time_s=5.0)
-            timings = [{"activation_type": results[0].activation_type,
-                        "latency_p50_ms": pair.before.p50_ms},
-                       {"activation_type": results[1].activation_type,
-                        "latency_p50_ms": pair.after.p50_ms}]
-            if pair.after.p50_ms < pair.before.p50_ms:
-                chosen = results[1]
-            for other in results:
-                if other is not chosen:
-                    other.path.unlink(missing_ok=True)
-        macs = node_macs(onnx.load(str(job.model_path), load_external_data=False))
-        total = sum(macs.values())
-        int8_macs = sum(macs.get(n, 0) for n in chosen.quantized_nodes)
+        search = PrecisionSearch(
+            model_path=job.model_path, baseline_path=job.source_path, calibration=job.calibration,
+            evaluation=job.evaluation, spec=spec, limits=dict(job.device.limits),
+            workdir=job.workdir, make_runner=lambda p: OrtRunner(p, threads, job.display),
+            activation_types=_candidates(spec.activation_type), display=job.display)
+        result = search.run()
+        chosen = result.chosen
+        cfg = chosen.cfg
+        total = sum(result.macs.values())
+        coverage = result.coverage()
+        compute = [n for n, t in result.op_types.items() if t in COMPUTE_OPS]
+        float_nodes = [n for n in compute if n not in result.int8_nodes]
+        act_timings = [{"activation_type": c["config"]["activation_type"],
+                        "latency_p50_ms": c["latency_p50_ms"]}
+                       for c in result.candidates if c["stage"] == "activation_type"]
+        kept = [{"node": n, "op_type": result.op_types.get(n), "reason": why}
+                for n, why in result.kept.items()]
         quant = {
-            "method": "onnxruntime.quantize_static (QDQ)",
-            "activation_type": chosen.activation_type, "weight_type": chosen.weight_type,
-            "per_channel": chosen.per_channel, "calibration_method": chosen.calibration_method,
+            "method": _METHOD_NAMES[cfg.precision], "level": result.level,
+            "activation_type": cfg.activation_type if cfg.precision == "int8" else None,
+            "weight_type": spec.weight_type if cfg.precision.startswith("int8") else None,
+            "per_channel": cfg.per_channel if cfg.precision == "int8" else None,
+            "calibration_method": cfg.method if cfg.precision == "int8" else None,
             "calibration_samples": len(job.calibration),
-            "activation_type_candidates": timings,
-            "quantized_nodes": chosen.quantized_nodes,
-            "float_nodes": chosen.float_nodes,
-            "kept_in_float": [{"node": n, "reason": "excluded in edgegate.yml"} for n in chosen.excluded],
-            "compute_nodes_quantized": len(chosen.quantized_nodes),
-            "compute_nodes_total": len(chosen.quantized_nodes) + len(chosen.float_nodes),
-            "int8_mac_share": (int8_macs / total) if total else None,
-            "macs_total": total,
+            "activation_type_candidates": act_timings,
+            "quantized_nodes": result.int8_nodes, "float_nodes": float_nodes,
+            "kept_in_float": kept,
+            "compute_nodes_quantized": len(result.int8_nodes),
+            "compute_nodes_total": len(compute),
+            "int8_mac_share": coverage["int8"], "precision_coverage": coverage,
+            "macs_total": total, "blame": result.blame,
+            "search": {"level": result.level, "budget": result.budget.to_dict(), "met": result.met,
+                       "verdict": result.verdict, "time_budget_s": spec.search_time_s,
+                       "elapsed_s": search.elapsed_s(), "timed_out": search.timed_out_at is not None,
+                       "scored_on_samples": len(search.scorer.data),
+                       "accuracy_fp32": search.scorer.accuracy_fp32,
+                       "candidates": result.candidates, **result.extra},
         }
-        final = job.workdir / f"{job.name}.{job.device.id}.int8.onnx"
+        precision = _precision(cfg.precision, coverage)
+        final = job.workdir / f"{job.name}.{job.device.id}.{precision}.onnx"
         chosen.path.replace(final)
         notes = []
-        if timings:
-            mine = next(t for t in timings if t["activation_type"] == chosen.activation_type)
-            other = next(t for t in timings if t is not mine)
-            notes.append(f"{chosen.activation_type} activations chosen by measurement here: "
-                         f"{mine['latency_p50_ms']:.3f} ms vs {other['latency_p50_ms']:.3f} ms "
-                         f"for {other['activation_type']}")
-        return Compiled(artifact=final, precision="int8", format="onnx", baseline=job.source_path,
+        if len(act_timings) == 2:
+            mine = next(t for t in act_timings if t["activation_type"] == cfg.activation_type) \
+                if cfg.precision == "int8" else None
+            if mine:
+                other = next(t for t in act_timings if t is not mine)
+                notes.append(f"{mine['activation_type']} activations chosen by measurement here: "
+                             f"{mine['latency_p50_ms']:.3f} ms vs {other['latency_p50_ms']:.3f} ms "
+                             f"for {other['activation_type']}")
+        return Compiled(artifact=final, precision=precision, format="onnx", baseline=job.source_path,
                         quantization=quant, notes=notes)
+
+
+_METHOD_NAMES = {"int8": "onnxruntime.quantize_static (QDQ)",
+                 "int8-dynamic": "onnxruntime.quantize_dynamic (MatMul/Gemm)",
+                 "fp16": "onnxconverter-common float16 (FP32 inputs/outputs)",
+                 "fp32": "none (FP32 kept)"}
+
+
+def _precision(kind: str, coverage: dict) -> str:
+    """The artifact's precision label (layers kept in float show in precision_coverage)."""
+    if kind == "fp16":
+        return "fp16"
+    if kind == "fp32" or not coverage.get("int8"):
+        return "fp32"
+    return "int8"

@@ -1,0 +1,428 @@
+"""The precision search: the fastest configuration that stays within the device's accuracy budget.
+
+Levels (QuantizationSpec.level):
+- conservative: FP16 and dynamic INT8 (weights INT8, activations quantized at run time) are
+  measured against FP32; the fastest that meets the budget ships, FP32 when none is faster.
+- balanced (default): static INT8; when all-INT8 misses the budget, other calibration methods
+  and weight granularities are tried, then the layers the blame table ranks worst are kept in
+  float one by one until the budget is met; finally every remaining INT8 layer whose
+  quantization measurably slows the target is put back in float.
+- aggressive: static INT8 wherever it is measured faster, whatever the accuracy.
+
+Nothing is assumed faster: every speed decision comes from an interleaved measurement on this
+host. Every candidate tried is recorded with its configuration, latency and quality.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from edgegate.config.schema import QuantizationSpec
+from edgegate.data.sources import Dataset
+from edgegate.stages.analyze import node_macs
+from edgegate.stages.benchmark import benchmark_pair
+from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, quantize
+from edgegate.stages.sensitivity import Budget, Quality, Scorer, budget_for, layer_blame
+
+METHOD_ORDER = ("minmax", "percentile", "entropy")
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
+               "QLinearMatMul", "QLinearConv"}
+
+
+@dataclass(frozen=True)
+class Cfg:
+    precision: str = "int8"              # int8 | fp16 | int8-dynamic | fp32
+    activation_type: str = "uint8"
+    method: str = "minmax"
+    per_channel: bool = True
+    excluded: tuple[str, ...] = ()       # compute nodes kept in float by the search
+
+    def to_dict(self) -> dict:
+        if self.precision != "int8":
+            return {"precision": self.precision}
+        return {"precision": "int8", "activation_type": self.activation_type,
+                "calibration_method": self.method, "per_channel": self.per_channel,
+                "kept_in_float": list(self.excluded)}
+
+
+@dataclass
+class Built:
+    cfg: Cfg
+    path: Path
+    quality: Quality | None = None
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    chosen: Built
+    level: str
+    budget: Budget
+    met: bool | None
+    verdict: str
+    candidates: list[dict]
+    blame: list[dict]
+    kept: dict[str, str]                   # node -> why it is in float
+    int8_nodes: list[str]
+    fp16_nodes: list[str]
+    macs: dict[str, int]
+    op_types: dict[str, str]
+    extra: dict = field(default_factory=dict)
+
+    def coverage(self) -> dict:
+        total = sum(self.macs.values()) or 0
+        if not total:
+            return {"int8": None, "fp16": None, "fp32": None}
+        int8 = sum(self.macs.get(n, 0) for n in self.int8_nodes) / total
+        fp16 = sum(self.macs.get(n, 0) for n in self.fp16_nodes) / total
+        return {"int8": round(int8, 4), "fp16": round(fp16, 4), "fp32": round(max(0.0, 1 - int8 - fp16), 4)}
+
+
+class PrecisionSearch:
+    """One model on one ONNX Runtime device. ``make_runner(path)`` loads a model for timing
+    and scoring; ``activation_types`` are measured in order (the first is the default)."""
+
+    def __init__(self, *, model_path: Path, baseline_path: Path, calibration: Dataset,
+                 evaluation: Dataset, spec: QuantizationSpec, limits: dict, workdir: Path,
+                 make_runner: Callable[[Path], object], activation_types: list[str],
+                 display: str = "", clock: Callable[[], float] = time.monotonic):
+        self.model_path, self.baseline_path = model_path, baseline_path
+        self.calibration, self.spec, self.workdir = calibration, spec, workdir
+        self.make_runner, self.display, self.clock = make_runner, display, clock
+        self.activation_types = activation_types
+        self.started = clock()
+        self.deadline = self.started + spec.search_time_s
+        model = onnx.load(str(model_path), load_external_data=False)
+        self.macs = node_macs(model)
+        self.op_types = {n.name: n.op_type for n in model.graph.node}
+        wanted = set(spec.op_types) if spec.op_types else COMPUTE_OPS
+        self.compute = [n.name for n in model.graph.node
+                        if n.op_type in COMPUTE_OPS and n.op_type in wanted and n.name
+                        and n.name not in spec.exclude_nodes]
+        del model
+        self.scorer = Scorer(baseline_path, evaluation, make_runner, spec.search_samples)
+        labelled = self.scorer.accuracy_fp32 is not None
+        self.budget = budget_for(limits, labelled, self.scorer.classes)
+        self.candidates: list[dict] = []
+        self.feed = calibration.feed(0)
+        self._fp32 = make_runner(baseline_path)
+        self._n = 0
+        self.timed_out_at: str | None = None
+
+    # ------------------------------------------------------------------ building and measuring
+
+    def _out_of_time(self, stage: str) -> bool:
+        if self.clock() > self.deadline:
+            self.timed_out_at = self.timed_out_at or stage
+            return True
+        return False
+
+    def build(self, cfg: Cfg, nodes: list[str] | None = None) -> Path:
+        self._n += 1
+        path = self.workdir / f"candidate-{self._n}.onnx"
+        if cfg.precision == "int8":
+            cache = self.workdir / f"calibration-{cfg.method}.json"
+            quantize(self.model_path, path, self.calibration, activation_type=cfg.activation_type,
+                     weight_type=self.spec.weight_type, per_channel=cfg.per_channel, method=cfg.method,
+                     exclude=list(self.spec.exclude_nodes) + list(cfg.excluded),
+                     op_types=self.spec.op_types, cache=cache, display=self.display, nodes=nodes)
+        elif cfg.precision == "fp16":
+            from edgegate.stages.quantize import convert_fp16
+            convert_fp16(self.model_path, path, self.display)
+        elif cfg.precision == "int8-dynamic":
+            from edgegate.stages.quantize import quantize_dynamic_int8
+            quantize_dynamic_int8(self.model_path, path, self.display)
+        else:
+            shutil.copyfile(self.model_path, path)
+        return path
+
+    def timed(self, a: Path, b: Path):
+        ra = self._fp32 if a == self.baseline_path else self.make_runner(a)
+        rb = self.make_runner(b)
+        return benchmark_pair(lambda: ra.infer(self.feed), lambda: rb.infer(self.feed),
+                              warmup=3, repeats=20, min_time_s=0.2, max_time_s=2.0)
+
+    def candidate(self, cfg: Cfg, stage: str, *, timed: bool = True, note: str = "") -> Built:
+        """Build, score and (optionally) time one configuration against FP32; record it."""
+        path = self.build(cfg)
+        built = Built(cfg, path, self.scorer.score(path))
+        rec = {"id": len(self.candidates) + 1, "stage": stage, "config": cfg.to_dict(),
+               **built.quality.to_dict(), "meets_budget": self.budget.met(built.quality)}
+        if timed:
+            pair = self.timed(self.baseline_path, path)
+            rec.update(latency_p50_ms=round(pair.after.p50_ms, 4),
+                       latency_p50_ms_fp32=round(pair.before.p50_ms, 4),
+                       speedup_vs_fp32=round(pair.speedup, 3),
+                       speedup_ci95=[round(v, 3) for v in pair.speedup_ci95])
+        else:
+            rec["latency_p50_ms"] = None
+        if note:
+            rec["note"] = note
+        built.record = rec
+        self.candidates.append(rec)
+        return built
+
+    def _error(self, b: Built) -> float:
+        q = b.quality
+        drop = q.accuracy_drop_pp if self.budget.kind == "accuracy_drop_pp" else q.disagreement_pp
+        return (drop if drop is not None else 0.0) * 1e3 + q.noise_ratio
+
+    def _meets(self, b: Built) -> bool:
+        return bool(self.budget.met(b.quality))
+
+    def _drop(self, b: Built | None) -> None:
+        if b is not None:
+            b.path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ levels
+
+    def run(self) -> SearchResult:
+        level = self.spec.level
+        if level == "conservative":
+            return self._conservative()
+        return self._int8(level)
+
+    def _conservative(self, level: str = "conservative", note: str = "") -> SearchResult:
+        tried, kept = [], {}
+        fp32 = Built(Cfg("fp32"), self.build(Cfg("fp32")))
+        for precision in ("fp16", "int8-dynamic"):
+            if self._out_of_time("conservative"):
+                break
+            try:
+                tried.append(self.candidate(Cfg(precision), "conservative"))
+            except Exception as exc:    # a converter that is missing or fails is recorded, not fatal
+                self.candidates.append({"id": len(self.candidates) + 1, "stage": "conservative",
+                                        "config": {"precision": precision}, "latency_p50_ms": None,
+                                        "note": f"not measurable: {str(exc)[:200]}"})
+        good = [b for b in tried if self._meets(b) and b.record["speedup_ci95"][0] > 1.0]
+        if good:
+            chosen = max(good, key=lambda b: b.record["speedup_vs_fp32"])
+            verdict = (f"met: {chosen.cfg.precision} is {chosen.record['speedup_vs_fp32']:.2f}x FP32 "
+                       f"here within the budget")
+            met = True
+        else:
+            chosen, met = fp32, True
+            verdict = "FP32 kept: neither FP16 nor dynamic INT8 was measurably faster than FP32 here " \
+                      "within the budget"
+        if note:
+            verdict = f"{note}; {verdict}"
+        for b in tried:
+            if b is not chosen:
+                self._drop(b)
+        if chosen is not fp32:
+            self._drop(fp32)
+        compute = [n for n, t in self.op_types.items() if t in COMPUTE_OPS]
+        int8 = self._dynamic_nodes(chosen.path) if chosen.cfg.precision == "int8-dynamic" else []
+        fp16 = compute if chosen.cfg.precision == "fp16" else []
+        if note:
+            kept.update({n: f"speed: {note}" for n in compute if n not in int8})
+        return self._result(chosen, level, met, verdict, [], kept, int8, fp16)
+
+    def _dynamic_nodes(self, path: Path) -> list[str]:
+        model = onnx.load(str(path), load_external_data=False)
+        names = [n.name for n in model.graph.node if n.op_type in INTEGER_OPS]
+        return [c for c in self.op_types if self.op_types[c] in COMPUTE_OPS
+                and any(n == c or n.startswith(c + "_") for n in names)]
+
+    def _int8(self, level: str) -> SearchResult:
+        spec = self.spec
+        kept = {n: "excluded in edgegate.yml" for n in spec.exclude_nodes}
+        method = spec.calibration_method or self.calibration.info.get("method") or "minmax"
+        base = Cfg("int8", self.activation_types[0], method, spec.per_channel)
+        # 1. activation type: measured, both candidates timed against FP32
+        current = self.candidate(base, "activation_type")
+        for act in self.activation_types[1:]:
+            other = self.candidate(replace(base, activation_type=act), "activation_type")
+            if other.record["speedup_vs_fp32"] > current.record["speedup_vs_fp32"]:
+                self._drop(current)
+                current = other
+            else:
+                self._drop(other)
+        # 2. weight granularity, then calibration method (the latter only when accuracy needs it)
+        if "per_channel" not in spec.model_fields_set and not self._out_of_time("granularity"):
+            flip = self.candidate(replace(current.cfg, per_channel=not current.cfg.per_channel),
+                                  "granularity")
+            current = self._better(current, flip, level)
+        ranges = {}
+        if level == "balanced" and not self._meets(current) and spec.calibration_method is None:
+            for m in METHOD_ORDER:
+                if m == current.cfg.method or self._out_of_time("calibration_method"):
+                    continue
+                other = self.candidate(replace(current.cfg, method=m), "calibration_method", timed=False)
+                ranges[m] = range_change(self.workdir / f"calibration-{current.cfg.method}.json",
+                                         self.workdir / f"calibration-{m}.json")
+                other.record["range_change_vs_" + current.cfg.method] = ranges[m]
+                if ranges[m]["max_relative_change"] == 0:
+                    other.record["note"] = f"{m} calibration gave the same ranges as {current.cfg.method}"
+                if self._error(other) < self._error(current):
+                    other.record.update(self.timed_record(other.path))
+                    self._drop(current)
+                    current = other
+                else:
+                    self._drop(other)
+        # 3. layer blame on the chosen base configuration
+        blame = []
+        if self.compute and not self._out_of_time("sensitivity"):
+            blame = layer_blame(self.compute, self.macs,
+                                lambda node: self.build(current.cfg, nodes=[node]),
+                                self.scorer, self.deadline, self.clock)
+            for row in blame:
+                row["op_type"] = self.op_types.get(row["node"])
+        # 4. balanced: keep the worst-blamed layers in float until the budget is met
+        best = current
+        if level == "balanced" and not self._meets(current):
+            ranked = [r["node"] for r in blame if r.get("rank")]
+            for k in range(1, len(ranked)):          # at least one layer stays INT8
+                if self._out_of_time("mixed_precision"):
+                    break
+                trial = self.candidate(replace(current.cfg, excluded=tuple(ranked[:k])),
+                                       "mixed_precision", timed=False)
+                if self._error(trial) < self._error(best):
+                    if best is not current:
+                        self._drop(best)
+                    best = trial
+                else:
+                    self._drop(trial)
+                if self._meets(trial):
+                    break
+            if best is not current:
+                best.record.update(self.timed_record(best.path))
+                self._drop(current)
+            for node in best.cfg.excluded:
+                row = next(r for r in blame if r["node"] == node)
+                kept[node] = _blame_reason(row, self.budget)
+        current = best
+        # 5. speed: undo INT8 on every layer whose quantization measurably slows the target
+        if level in ("balanced", "aggressive") and self._meets_or_any(current, level):
+            current = self._speed_pass(current, level, kept)
+        met = self.budget.met(current.quality)
+        final = self.timed_record(current.path)
+        if final["speedup_ci95"][1] < 1.0 and not self._out_of_time("fallback"):
+            # static INT8 is measurably slower than FP32 here: undo it, try the other precisions
+            self._drop(current)
+            alt = self._conservative(level, note="static INT8 (best found) was slower than FP32 here "
+                                                 f"({final['speedup_vs_fp32']:.2f}x)")
+            alt.blame = blame
+            alt.extra.update(int8_final_timing=final, final_timing=alt.chosen.record or None)
+            return alt
+        verdict = self._verdict(current, met, level, final.get("speedup_vs_fp32"))
+        q_nodes, _ = classify_nodes(onnx.load(str(current.path), load_external_data=False))
+        extra = {"final_timing": final, "calibration_ranges": ranges}
+        if spec.calibration_method is None and not ranges and level == "balanced":
+            extra["calibration_method_note"] = (f"{current.cfg.method} kept: it met the budget, and the "
+                                                "method changes ranges, not speed")
+        return self._result(current, level, met, verdict, blame, kept, q_nodes, [], extra=extra)
+
+    def _meets_or_any(self, b: Built, level: str) -> bool:
+        return level == "aggressive" or self._meets(b)
+
+    def timed_record(self, path: Path) -> dict:
+        pair = self.timed(self.baseline_path, path)
+        return {"latency_p50_ms": round(pair.after.p50_ms, 4),
+                "latency_p50_ms_fp32": round(pair.before.p50_ms, 4),
+                "speedup_vs_fp32": round(pair.speedup, 3),
+                "speedup_ci95": [round(v, 3) for v in pair.speedup_ci95]}
+
+    def _better(self, a: Built, b: Built, level: str) -> Built:
+        """Both within budget (or aggressive): the faster; otherwise the more accurate."""
+        if level == "aggressive" or (self._meets(a) and self._meets(b)):
+            # switch from the configured setting only on a clear margin, never on noise
+            win = b if b.record["speedup_vs_fp32"] > 1.03 * a.record["speedup_vs_fp32"] else a
+        else:
+            win = b if self._error(b) < self._error(a) else a
+        self._drop(a if win is b else b)
+        return win
+
+    def _speed_pass(self, current: Built, level: str, kept: dict[str, str]) -> Built:
+        q_nodes, _ = classify_nodes(onnx.load(str(current.path), load_external_data=False))
+        for node in sorted(q_nodes, key=lambda n: self.macs.get(n, 0)):
+            if self._out_of_time("speed"):
+                break
+            cfg = replace(current.cfg, excluded=current.cfg.excluded + (node,))
+            path = self.build(cfg)
+            pair = self.timed(current.path, path)
+            rec = {"id": len(self.candidates) + 1, "stage": "speed", "config": cfg.to_dict(),
+                   "latency_p50_ms": round(pair.after.p50_ms, 4),
+                   "latency_p50_ms_previous": round(pair.before.p50_ms, 4),
+                   "speedup_vs_previous": round(pair.speedup, 3),
+                   "speedup_ci95": [round(v, 3) for v in pair.speedup_ci95]}
+            self.candidates.append(rec)
+            if pair.speedup_ci95[0] <= 1.0:        # not measurably faster in float: keep INT8
+                rec["accepted"] = False
+                path.unlink(missing_ok=True)
+                continue
+            trial = Built(cfg, path, self.scorer.score(path), rec)
+            rec.update(trial.quality.to_dict(), meets_budget=self.budget.met(trial.quality))
+            if level == "balanced" and not self._meets(trial):
+                rec["accepted"] = False
+                self._drop(trial)
+                continue
+            rec["accepted"] = True
+            kept[node] = (f"speed: INT8 was slower here ({pair.after.p50_ms:.3f} ms in float vs "
+                          f"{pair.before.p50_ms:.3f} ms quantized, model latency)")
+            self._drop(current)
+            current = trial
+        return current
+
+    def _verdict(self, b: Built, met: bool | None, level: str, speed: float | None) -> str:
+        q, budget = b.quality, self.budget
+        got = q.sqnr_db if budget.kind == "sqnr_db" else q.get(budget.kind)
+        speed_txt = f" at {speed:.2f}x FP32 speed (search measurement)" if speed else ""
+        what = f"{budget.kind} {got:.2f} vs budget {budget.value:g} ({budget.source})" \
+            if got is not None else f"{budget.kind} not measured"
+        late = f"; the time budget ({self.spec.search_time_s:g} s) ran out during " \
+               f"{self.timed_out_at}, best configuration found is shipped" if self.timed_out_at else ""
+        if level == "aggressive":
+            return f"aggressive: INT8 wherever measured faster; {what}{speed_txt}{late}"
+        if met:
+            return f"met: {what}{speed_txt}{late}"
+        return (f"failed: no configuration tried meets the accuracy budget; best found has {what}"
+                f"{speed_txt}{late}")
+
+    def _result(self, chosen: Built, level: str, met: bool | None, verdict: str, blame: list[dict],
+                kept: dict[str, str], int8: list[str], fp16: list[str], extra: dict | None = None
+                ) -> SearchResult:
+        for rec in self.candidates:
+            rec["chosen"] = rec is chosen.record
+        return SearchResult(chosen, level, self.budget, met, verdict, self.candidates, blame, kept,
+                            int8, fp16, self.macs, self.op_types, extra or {})
+
+    def elapsed_s(self) -> float:
+        return round(self.clock() - self.started, 2)
+
+
+def _blame_reason(row: dict, budget: Budget) -> str:
+    parts = []
+    if row.get("accuracy_drop_pp") is not None:
+        parts.append(f"{row['accuracy_drop_pp']:.2f} pp accuracy drop")
+    elif row.get("disagreement_pp") is not None:
+        parts.append(f"{row['disagreement_pp']:.2f} pp top-1 disagreement")
+    if row.get("sqnr_db") is not None:
+        parts.append(f"output SQNR {row['sqnr_db']:.1f} dB")
+    return (f"accuracy: quantized alone it causes {', '.join(parts) or 'the most output error'} "
+            f"(blame rank {row['rank']}); kept in float to meet {budget.kind} ≤ {budget.value:g}")
+
+
+def range_change(a: Path, b: Path) -> dict:
+    """How much calibration method b moved the activation ranges of method a (0: identical)."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    try:
+        ra, rb = load_tensors_data(a).data, load_tensors_data(b).data
+    except Exception as exc:
+        return {"max_relative_change": None, "note": f"not comparable: {str(exc)[:120]}"}
+    changes = []
+    for name in set(ra) & set(rb):
+        lo_a, hi_a = (float(np.asarray(v).ravel()[0]) for v in ra[name].range_value)
+        lo_b, hi_b = (float(np.asarray(v).ravel()[0]) for v in rb[name].range_value)
+        width = max(hi_a - lo_a, 1e-12)
+        changes.append(max(abs(lo_a - lo_b), abs(hi_a - hi_b)) / width)
+    return {"tensors": len(changes), "max_relative_change": round(max(changes), 4) if changes else None,
+            "mean_relative_change": round(float(np.mean(changes)), 4) if changes else None}

@@ -1,0 +1,121 @@
+"""Models that are hard to quantize, built from real training on scikit-learn's digits.
+
+- ``inject_outliers``: a function-preserving rescale across a ReLU (unit k of one Gemm/Conv times
+  ``scale``, the matching input column of the next one divided by it). The FP32 outputs are the
+  same; the activation between the two layers now has huge outliers, the pattern that makes
+  per-tensor INT8 activations lose everything but the outlier (as in large language models).
+- ``train_attention``: a small transformer-like classifier (rows of the image as tokens, one
+  self-attention block and an MLP), MatMul-heavy.
+
+Used by tests/test_mixed_precision.py and benchmarks/compare_quantize.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import digits
+
+
+def inject_outliers(src: Path, dst: Path, scale: float = 1000.0, units: tuple[int, ...] = (0, 1),
+                    producer: str | None = None, consumer: str | None = None) -> tuple[str, str]:
+    """Rescale ``units`` of the producer's output by ``scale`` and the consumer's matching inputs
+    by 1/scale. Default: the first two Gemm nodes (the classifier head). Returns their names."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    gemms = [n for n in model.graph.node if n.op_type in ("Gemm", "Conv")]
+    if producer is None:
+        heads = [n for n in gemms if n.op_type == "Gemm"]
+        prod, cons = heads[0], heads[1]
+    else:
+        prod = next(n for n in gemms if n.name == producer)
+        cons = next(n for n in gemms if n.name == consumer)
+    init = {i.name: i for i in model.graph.initializer}
+    idx = list(units)
+
+    def update(name: str, fn) -> None:
+        arr = numpy_helper.to_array(init[name]).astype(np.float32).copy()
+        init[name].CopyFrom(numpy_helper.from_array(fn(arr).astype(np.float32), name))
+
+    def trans_b(node) -> bool:
+        return any(a.name == "transB" and a.i for a in node.attribute)
+
+    def scale_out(a):
+        if prod.op_type == "Gemm" and not trans_b(prod) and a.ndim == 2:
+            a[:, idx] *= scale
+        else:
+            a[idx] *= scale
+        return a
+
+    def scale_in(a):
+        if cons.op_type == "Gemm" and not trans_b(cons):
+            a[idx] /= scale
+        else:
+            a[:, idx] /= scale
+        return a
+
+    update(prod.input[1], scale_out)
+    if len(prod.input) > 2 and prod.input[2]:
+        update(prod.input[2], lambda a: (a.__setitem__(idx, a[idx] * scale), a)[1])
+    update(cons.input[1], scale_in)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return prod.name, cons.name
+
+
+def build_attention(dim: int = 64):
+    import torch
+    import torch.nn as nn
+
+    class TinyTransformer(nn.Module):
+        """32 tokens (the rows of the 32x32 digit) of 32 features; one attention block + MLP."""
+
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(digits.SIZE, dim)
+            self.pos = nn.Parameter(torch.zeros(1, digits.SIZE, dim))
+            self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.proj = nn.Linear(dim, dim)
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.ReLU(), nn.Linear(dim * 2, dim))
+            self.head = nn.Linear(dim, 10)
+            self.scale = dim ** -0.5
+
+        def forward(self, x):
+            t = self.embed(x.reshape(x.shape[0], digits.SIZE, digits.SIZE)) + self.pos
+            h = self.norm1(t)
+            att = torch.softmax(torch.matmul(self.q(h), self.k(h).transpose(1, 2)) * self.scale, dim=-1)
+            t = t + self.proj(torch.matmul(att, self.v(h)))
+            t = t + self.mlp(self.norm2(t))
+            return self.head(t.mean(dim=1))
+
+    return TinyTransformer()
+
+
+def train_attention(seed: int = 0, epochs: int = 8):
+    """Train the tiny transformer on digits; returns (model in eval mode, test accuracy in %)."""
+    import torch
+
+    torch.manual_seed(seed)
+    x_train, y_train, x_test, y_test = digits.digits_data()
+    model = build_attention()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            loss_fn(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
+    return model, float((pred == y_test).mean() * 100)

@@ -275,7 +275,7 @@ def _quantization(job: ModelJob, config: Config, device: ResolvedDevice) -> Quan
 def _publish_artifact(path: Path, out_dir: Path, name: str, device: str, precision: str) -> Path:
     dest_dir = out_dir / "artifacts"
     dest_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-1:]) if path.is_file() else ""
+    suffix = "".join(path.suffixes[-1:])          # also for folders: .mlpackage
     dest = dest_dir / f"{slug(name)}-{slug(device)}-{precision}{suffix}"
     if dest.exists():
         shutil.rmtree(dest) if dest.is_dir() else dest.unlink()

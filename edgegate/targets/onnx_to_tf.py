@@ -108,7 +108,7 @@ def convert(onnx_path: Path, cache_root: Path, inputs: list[TensorSpec], calibra
                       input_quant_dtype=io_dtype if io_dtype != "float32" else "int8",
                       output_quant_dtype=io_dtype if io_dtype != "float32" else "int8")
     try:
-        with _quiet(log), _cwd(scratch):
+        with quiet(log), _cwd(scratch):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             require("onnx2tf", extra="tflite").convert(**kwargs)
     except EdgeGateError:
@@ -167,7 +167,7 @@ def _cwd(path: Path):
 
 
 @contextlib.contextmanager
-def _quiet(log: Path):
+def quiet(log: Path):
     """onnx2tf and the TFLite converter print pages (Python and C++): send them to a log file."""
     sys.stdout.flush()
     sys.stderr.flush()

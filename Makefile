@@ -6,7 +6,7 @@ STAMP := $(VENV)/.edgegate-installed
 DEMO ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast benchmarks schemas clean
+.PHONY: install demo test test-fast benchmarks schemas clean action-image action-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test-fast: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The Action's container: build the image (docker/Dockerfile) and run it like the GitHub runner
+# against a fixture repository and the fake GitHub. On this machine it starts a private dockerd.
+action-image: $(STAMP)
+	docker/action-test.sh build
+
+action-test: $(STAMP)
+	PY=$(abspath $(PY)) docker/action-test.sh
 
 schemas: $(STAMP)
 	$(VENV)/bin/edgegate schema --out schemas

@@ -96,10 +96,6 @@ class Workflow:
     def command(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
 
-    def mask(self, secret: str | None) -> None:
-        if secret:
-            self.command(f"::add-mask::{secret}")
-
     def annotate(self, annotation: Annotation) -> None:
         self.command(annotation.command())
 

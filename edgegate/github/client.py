@@ -4,7 +4,7 @@ policy (PyGithub's own retries are off so that one policy, which the tests exerc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from edgegate._deps import require
 from edgegate.errors import ConfigError
@@ -20,8 +20,8 @@ ACTIONS_BOT = "github-actions[bot]"
 class GitHubRepo:
     """One repository through one token; every call goes through ``call`` (retries, errors)."""
 
-    gh: object          # github.Github
-    repo: object        # github.Repository.Repository (lazy: no request until used)
+    gh: Any             # github.Github
+    repo: Any           # github.Repository.Repository (lazy: no request until used)
     full_name: str
     retry: RetryPolicy
     _login: str | None = None
@@ -63,7 +63,7 @@ def connect(token: str, repository: str, api_url: str | None = None,
                           fix="run inside GitHub Actions or set GITHUB_REPOSITORY")
     retry = retry or RetryPolicy()
     retry.secrets = list({*retry.secrets, token})
-    kwargs = {}
+    kwargs: dict[str, float] = {}
     if throttle_s is not None:
         kwargs.update(seconds_between_requests=throttle_s, seconds_between_writes=throttle_s)
     gh = github.Github(auth=github.Auth.Token(token), base_url=(api_url or DEFAULT_API_URL).rstrip("/"),

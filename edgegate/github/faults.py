@@ -125,7 +125,7 @@ def with_retries(policy: RetryPolicy, what: str, fn: Callable[[], T]) -> T:
             policy.log(f"{what}: GitHub answered {exc.status}; retry {attempt}/{policy.attempts - 1} "
                        f"in {delay:.1f}s")
         except transient as exc:
-            delay = retry_delay(exc, attempt, policy)
+            delay = retry_delay(exc, attempt, policy) or policy.base_delay_s
             if attempt >= policy.attempts:
                 raise translate(exc, what, policy.secrets) from None
             policy.log(f"{what}: {type(exc).__name__}; retry {attempt}/{policy.attempts - 1} "

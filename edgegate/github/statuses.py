@@ -82,7 +82,9 @@ def post_statuses(gh: GitHubRepo, sha: str, lines: list[StatusLine],
 
     commit = gh.repo.get_commit(sha)
     for line in lines:
-        gh.call(f"set status {line.context}",
-                lambda line=line: commit.create_status(line.state, target_url or NotSet,
-                                                       clip(line.description), line.context))
+        def create(line: StatusLine = line) -> object:
+            return commit.create_status(line.state, target_url or NotSet, clip(line.description),
+                                        line.context)
+
+        gh.call(f"set status {line.context}", create)
     return len(lines)

@@ -181,6 +181,8 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
             display=display, name=slug(name), source=source))
         artifact = _publish_artifact(compiled.artifact, ctx.out_dir, name, device.id,
                                      compiled.precision)
+        for extra in compiled.extra_files:     # e.g. build-engine.sh beside the artifact
+            shutil.move(str(extra), artifact.with_name(f"{slug(name)}-{slug(device.id)}-{extra.name}"))
         art = Artifact(path=artifact.relative_to(ctx.out_dir).as_posix(), sha256=sha256_of(artifact),
                        size_bytes=size_of(artifact), precision=compiled.precision,
                        format=compiled.format)

@@ -73,7 +73,7 @@ def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str
              weight_type: str = "int8", per_channel: bool = True, method: str = "minmax",
              exclude: list[str] | None = None, op_types: list[str] | None = None,
              cache: Path | None = None, display: str = "",
-             nodes: list[str] | None = None) -> Quantized:
+             nodes: list[str] | None = None, extra_options: dict | None = None) -> Quantized:
     """Static INT8 (QDQ). ``nodes`` limits quantization to those nodes (None: every node not
     in ``exclude``); ``cache`` shares one calibration pass between configurations."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
@@ -87,6 +87,7 @@ def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str
         extra["CalibStridedMinMax"] = stride
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    extra.update(extra_options or {})        # e.g. TensorRT: ActivationSymmetric
     kwargs = {}
     if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(cache)

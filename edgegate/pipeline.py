@@ -82,6 +82,8 @@ def devices_for(job: ModelJob, config: Config) -> list[str]:
 
 
 def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
+    from edgegate.isolation import gate_device_isolated   # runs gate_device in a child process
+
     name = model_name(job)
     display = job.path
     base = dict(path=job.path, name=name, change=job.change, old_path=job.old_path)
@@ -139,8 +141,9 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
         for device_id in devices_for(job, ctx.config):
             device = ctx.devices[device_id]
             with progress.group(f"{name} → {device_id} ({device.target})"):
-                results.append(gate_device(job, name, display, source, info, optimized, data,
-                                           ref_outputs, accuracy_before, device, ctx, workdir))
+                results.append(gate_device_isolated(job, name, display, source, info, optimized,
+                                                    data, ref_outputs, accuracy_before, device,
+                                                    ctx, workdir))
         report = ModelReport(**base, info=info_dict, data=data_dict, warnings=data.warnings,
                              results=results)
         return report.model_copy(update={"status": model_status(report)})

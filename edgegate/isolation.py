@@ -1,0 +1,214 @@
+"""Each model × device compile/benchmark/evaluate runs in a child process with a timeout and a
+memory cap, so a segfault, a hang or an out-of-memory in a toolchain becomes an error row.
+
+The child is a fresh interpreter (``python -m edgegate.isolation PAYLOAD RESULT``), not a fork: no
+thread pool or lock of the parent (ONNX Runtime, OpenMP, TensorFlow) is inherited half-way. The
+payload is pickled arguments; the result comes back as a pickle (for ``gate_device``: the
+DeviceResult as JSON). ``EDGEGATE_NO_ISOLATION=1`` runs everything in-process, for debugging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from edgegate.errors import EdgeGateError
+
+DEFAULT_TIMEOUT_S = 1800.0
+POLL_S = 0.2
+
+
+class IsolationError(EdgeGateError):
+    """The child process crashed, hung or used too much memory."""
+
+    kind = "isolation"
+
+
+def isolation_enabled() -> bool:
+    return os.environ.get("EDGEGATE_NO_ISOLATION", "").strip().lower() not in ("1", "true", "yes")
+
+
+def default_memory_limit_mb() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total * 0.75 / (1 << 20))
+
+
+def run_in_child(ref: str, args: tuple, *, timeout_s: float, memory_limit_mb: int,
+                 what: str, workdir: Path | None = None) -> Any:
+    """Call ``module:function(*args)`` in a fresh Python process and return its result."""
+    import psutil
+
+    with tempfile.TemporaryDirectory(prefix="edgegate-child-", dir=workdir) as tmp:
+        payload, result = Path(tmp) / "payload.pkl", Path(tmp) / "result.pkl"
+        payload.write_bytes(pickle.dumps((ref, args), protocol=pickle.HIGHEST_PROTOCOL))
+        proc = subprocess.Popen([sys.executable, "-m", "edgegate.isolation", str(payload), str(result)],
+                                stdin=subprocess.DEVNULL)
+        started = time.monotonic()
+        killed_for = None
+        peak_mb = 0.0
+        try:
+            handle = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                rss = _tree_rss(handle)
+                peak_mb = max(peak_mb, rss / (1 << 20))
+                if peak_mb > memory_limit_mb:
+                    killed_for = (f"{what} used more than its memory cap of {memory_limit_mb} MB "
+                                  f"(peak seen {peak_mb:.0f} MB) and was stopped")
+                elif time.monotonic() - started > timeout_s:
+                    killed_for = f"{what} did not finish within its timeout of {timeout_s:g} s"
+                if killed_for:
+                    _kill_tree(handle)
+                    break
+                time.sleep(POLL_S)
+            code = proc.wait()
+        except psutil.NoSuchProcess:
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if killed_for:
+            raise IsolationError(killed_for, fix="raise timeout_s / memory_limit_mb for this device "
+                                                 "in your policy file, or make the model smaller")
+        if code != 0 or not result.is_file():
+            raise IsolationError(_describe_exit(code, what),
+                                 fix="the toolchain crashed: see the log above; exclude this device "
+                                     "for the model or report the crash upstream with the model")
+        status, value = pickle.loads(result.read_bytes())
+        if status == "error":
+            cls, what, fields = value
+            raise cls(what, **fields)
+        return value
+
+
+def _tree_rss(handle) -> int:
+    import psutil
+
+    total = 0
+    for p in [handle, *handle.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _kill_tree(handle) -> None:
+    import psutil
+
+    for p in [*handle.children(recursive=True), handle]:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def _describe_exit(code: int, what: str) -> str:
+    if code < 0:
+        sig = signal.Signals(-code)
+        why = {signal.SIGSEGV: "a segmentation fault", signal.SIGABRT: "an abort",
+               signal.SIGBUS: "a bus error", signal.SIGILL: "an illegal instruction",
+               signal.SIGFPE: "a floating-point exception",
+               signal.SIGKILL: "SIGKILL, most likely the kernel's out-of-memory killer"}.get(sig, sig.name)
+        return f"{what} crashed ({sig.name}: {why})"
+    return f"{what} exited with code {code} without a result"
+
+
+# ---------------------------------------------------------------------- pipeline integration
+
+
+def gate_device_isolated(job, name, display, source, info, optimized, data, ref_outputs,
+                         accuracy_before, device, ctx, workdir):
+    """pipeline.gate_device in a child process; any crash becomes an error row."""
+    from edgegate.pipeline import _error, gate_device
+    from edgegate.report.model import DeviceResult
+
+    args = (job, name, display, source, info, optimized, data, ref_outputs, accuracy_before,
+            device, ctx, workdir)
+    if not isolation_enabled():
+        return gate_device(*args)
+    profile = device.profile
+    timeout_s = getattr(profile, "timeout_s", None) or DEFAULT_TIMEOUT_S
+    memory_mb = getattr(profile, "memory_limit_mb", None) or default_memory_limit_mb()
+    child_ctx = dataclasses.replace(ctx, progress=None)
+    child_args = (job, name, display, _picklable_source(source), info, optimized, data, ref_outputs,
+                  accuracy_before, device, child_ctx, workdir, _progress_spec(ctx.progress))
+    started = time.monotonic()
+    try:
+        text = run_in_child("edgegate.isolation:_gate_device_json", child_args, timeout_s=timeout_s,
+                            memory_limit_mb=memory_mb, what=f"{device.target} for {device.id}",
+                            workdir=workdir)
+        return DeviceResult.model_validate_json(text)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, EdgeGateError) else f"{type(exc).__name__}: {exc}"
+        ctx.progress.warn(f"{name} → {device.id}: {message}")
+        return DeviceResult(device=device.id, target=device.target, status="error",
+                            reason=message[:500], error=_error(exc),
+                            duration_s=round(time.monotonic() - started, 2))
+
+
+def _picklable_source(source):
+    """The SourceModel without what cannot cross a process boundary (e.g. a live ORT session)."""
+    try:
+        pickle.dumps(source)
+        return source
+    except Exception:
+        pass
+    slim = dataclasses.replace(source, reference=None)
+    try:
+        pickle.dumps(slim)
+        return slim
+    except Exception:
+        return dataclasses.replace(slim, details={})
+
+
+def _progress_spec(progress) -> tuple[str, float]:
+    return type(progress).__name__, getattr(progress, "started", time.monotonic())
+
+
+def _gate_device_json(*args) -> str:
+    from edgegate import progress as progress_mod
+    from edgegate.pipeline import gate_device
+
+    *rest, (kind, started) = args
+    cls = getattr(progress_mod, kind, progress_mod.Progress)
+    progress = cls(sys.stderr)
+    progress.started = started          # one clock with the parent (CLOCK_MONOTONIC is system-wide)
+    ctx = dataclasses.replace(rest[10], progress=progress)
+    rest[10] = ctx
+    return gate_device(*rest).model_dump_json()
+
+
+def _child_main(payload: str, result: str) -> int:
+    ref, args = pickle.loads(Path(payload).read_bytes())
+    module, func = ref.split(":")
+    try:
+        value = ("ok", getattr(import_module(module), func)(*args))
+    except EdgeGateError as exc:
+        value = ("error", (type(exc), exc.what, {"file": exc.file, "line": exc.line,
+                                                 "field": exc.field, "fix": exc.fix,
+                                                 "value": None if exc.value is None else repr(exc.value)}))
+    except Exception as exc:             # reported by the parent as an error row
+        value = ("error", (IsolationError, f"{type(exc).__name__}: {str(exc)[:400]}", {}))
+    try:
+        data = pickle.dumps(value)
+    except Exception as exc:
+        data = pickle.dumps(("error", (IsolationError, f"unpicklable result: {exc}", {})))
+    tmp = Path(result + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1], sys.argv[2]))

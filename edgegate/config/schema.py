@@ -97,6 +97,28 @@ class ModelSpec(_Strict):
     devices: list[str] | None = None
     quantization: QuantizationSpec | None = None
     inputs: dict[str, InputSpec] | None = None
+    factory: str | None = Field(
+        None, description="PyTorch weights-only checkpoint (state_dict): 'module:function' returning "
+                          "the nn.Module, imported from the repository root")
+    trust_pickle: bool = Field(
+        False, description="allow full unpickling of this PyTorch file (executes code from it; only "
+                           "for trusted repositories)")
+    trust_custom_objects: bool = Field(
+        False, description="Keras: turn safe mode off (Lambda layers, custom objects); SavedModel: "
+                           "allow file and Python-callback ops. Only for trusted repositories")
+    opset: int | None = Field(None, ge=7, description="ONNX opset of the export (default: the exporter's)")
+    export_max_abs_diff: float | None = Field(
+        None, gt=0, description="largest allowed |source - ONNX| output difference after export "
+                                "(default: 1e-3 x max(1, largest |output|))")
+    signature: str | None = Field(None, description="TensorFlow SavedModel signature (default: "
+                                                    "serving_default)")
+
+    @field_validator("factory")
+    @classmethod
+    def _module_function(cls, value: str | None) -> str | None:
+        if value is not None and not (":" in value and all(value.split(":", 1))):
+            raise ValueError("factory must be 'module:function'")
+        return value
 
     def calibration_spec(self) -> CalibrationSpec | None:
         if isinstance(self.calibration, str):

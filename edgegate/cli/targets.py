@@ -16,7 +16,9 @@ def targets_listing(as_json: bool = False) -> str:
             "targets": [{"id": a.id, "can_compile": a.can_compile, "can_measure": a.can_measure,
                          "reason": a.reason, "install": a.install_hint} for a in rows],
             "devices": [{"id": d.id, "target": d.target, "description": d.profile.description,
-                         "limits": {k: v.value for k, v in d.limits.items()}}
+                         "limits": {k: v.value for k, v in d.limits.items()},
+                         **dict(zip(("state", "why", "install"),
+                                    device_state(d, {a.id: a for a in rows}.get(d.target))))}
                         for d in devices.values()]}, indent=2)
     out = ["targets:"]
     for a in rows:
@@ -30,9 +32,29 @@ def targets_listing(as_json: bool = False) -> str:
     out.append("devices (built-in profiles; override or add your own in a policy file):")
     by_id = {a.id: a for a in rows}
     for d in devices.values():
-        a = by_id.get(d.target)
-        state = "measured here" if a and a.can_measure else \
-            "built here, not measured" if a and a.can_compile else "unavailable here"
+        state, why, hint = device_state(d, by_id.get(d.target))
         limits = ", ".join(f"{k}={v.value:g}" for k, v in sorted(d.limits.items()))
         out.append(f"  {d.id:<18} {d.target:<12} {state:<26} {limits}")
+        if why:
+            out.append(f"  {'':<18} {'':<12} why: {why}" + (f"  ->  {hint}" if hint else ""))
     return "\n".join(out)
+
+
+def device_state(d, a) -> tuple[str, str | None, str | None]:
+    """(state, why, install hint) of a device on this machine."""
+    if a is None:
+        return "unknown target", f"no target '{d.target}'", None
+    if not a.can_compile:
+        return "unavailable here", a.reason, a.install_hint
+    if getattr(d.profile, "compiler", None) == "edgetpu":
+        import shutil
+
+        if shutil.which("edgetpu_compiler") is None:
+            return ("measured here (host CPU)",
+                    "the Edge TPU compile step is not available: edgetpu_compiler ships only from "
+                    "Google's Coral apt repository; the full-integer TFLite model is shipped instead",
+                    "apt-get install edgetpu-compiler (after adding packages.cloud.google.com/apt "
+                    "coral-edgetpu-stable)")
+    if a.can_measure:
+        return ("measured here (host CPU)" if d.target == "tflite" else "measured here"), None, None
+    return "built here, not measured", a.reason, a.install_hint

@@ -141,7 +141,7 @@ def gate_device_isolated(job, name, display, source, info, optimized, data, ref_
     timeout_s = getattr(profile, "timeout_s", None) or DEFAULT_TIMEOUT_S
     memory_mb = getattr(profile, "memory_limit_mb", None) or default_memory_limit_mb()
     child_ctx = dataclasses.replace(ctx, progress=None)
-    child_args = (job, name, display, _picklable_source(source), info, optimized, data, ref_outputs,
+    child_args = (job, name, display, _picklable_source(source, device, data, workdir), info, optimized, data, ref_outputs,
                   accuracy_before, device, child_ctx, workdir, _progress_spec(ctx.progress))
     started = time.monotonic()
     try:
@@ -157,19 +157,43 @@ def gate_device_isolated(job, name, display, source, info, optimized, data, ref_
                             duration_s=round(time.monotonic() - started, 2))
 
 
-def _picklable_source(source):
-    """The SourceModel without what cannot cross a process boundary (e.g. a live ORT session)."""
+class ModuleHolder:
+    """Carries a source torch module to the child (the Core ML target converts from it) as a
+    torch.export program file: no class of the repository is needed to load it back."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @property
+    def module(self):
+        import torch
+
+        return torch.export.load(str(self.path))
+
+
+def _picklable_source(source, device, data, workdir: Path):
+    """The SourceModel without what cannot cross a process boundary: the reference runner is
+    dropped (reference outputs are computed already); for Core ML a torch source module is
+    exported to a .pt2 file the child loads back (if export fails, Core ML converts from ONNX)."""
+    module = getattr(source.reference, "module", None)
+    holder = None
+    if module is not None and device.target == "coreml" and "torch" in sys.modules:
+        import torch
+
+        path = workdir / "source-module.pt2"
+        try:
+            if not path.is_file():
+                example = tuple(torch.from_numpy(v) for v in data.calibration.feed(0).values())
+                torch.export.save(torch.export.export(module, example), str(path))
+            holder = ModuleHolder(path)
+        except Exception:
+            holder = None
+    slim = dataclasses.replace(source, reference=holder)
     try:
-        pickle.dumps(source)
-        return source
+        pickle.dumps(slim.details)
     except Exception:
-        pass
-    slim = dataclasses.replace(source, reference=None)
-    try:
-        pickle.dumps(slim)
-        return slim
-    except Exception:
-        return dataclasses.replace(slim, details={})
+        slim = dataclasses.replace(slim, details={})
+    return slim
 
 
 def _progress_spec(progress) -> tuple[str, float]:

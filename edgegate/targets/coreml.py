@@ -86,7 +86,8 @@ def torch_module(source):
                   (getattr(source, "details", None) or {}).get("module"),
                   getattr(getattr(source, "reference", None), "module", None),
                   getattr(getattr(source, "reference", None), "model", None)]
-    return next((c for c in candidates if isinstance(c, torch.nn.Module)), None)
+    return next((c for c in candidates if isinstance(c, (torch.nn.Module, torch.export.ExportedProgram))),
+                None)
 
 
 class CoreMLTarget:
@@ -177,7 +178,14 @@ class CoreMLTarget:
 
         example = tuple(torch.from_numpy(np.asarray(v)) for v in job.calibration.feed(0).values())
         try:
-            program = torch.export.export(module.eval(), example).run_decompositions({})
+            if isinstance(module, torch.export.ExportedProgram):
+                program = module.run_decompositions({})
+            else:
+                try:
+                    module.eval()
+                except NotImplementedError:       # an unlifted torch.export module is eval already
+                    pass
+                program = torch.export.export(module, example).run_decompositions({})
             inputs = [ct.TensorType(name=name, shape=tuple(x.shape))
                       for name, x in zip(job.calibration.feed(0), example)]
             return ct.convert(program, inputs=inputs, convert_to="mlprogram",

@@ -213,3 +213,18 @@ def test_a_trusted_repository_may_load_a_pickled_module(tmp_path, torch_repo, di
         expected = digits_torch[0](torch.from_numpy(x_test)).numpy()
     got = np.concatenate([source.reference.infer({"input": x_test[i:i + 1]})[0] for i in range(5)])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_an_unsupported_op_is_named_with_a_fix(tmp_path):
+    from edgegate.errors import ConversionError
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.svdvals(x)
+
+    torch.jit.save(torch.jit.trace(Spectrum(), torch.randn(2, 4, 4)), tmp_path / "svd.pt")
+    spec = ModelSpec(path="svd.pt", inputs={"input": {"shape": ["batch", 4, 4]}})
+    with pytest.raises(ConversionError) as err:
+        PyTorchFrontend().load(tmp_path / "svd.pt", "svd.pt", spec, tmp_path / "work", tmp_path)
+    assert "unsupported op aten::linalg_svdvals" in err.value.message
+    assert "opset" in err.value.fix and "aten::linalg_svdvals" in err.value.fix

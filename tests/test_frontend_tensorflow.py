@@ -182,3 +182,19 @@ def test_savedmodel_with_file_ops_is_refused_before_loading(tmp_path):
                                   tmp_path / "work", tmp_path)
     assert "WriteFile" in err.value.message
     assert not (tmp_path / "written-by-model").exists()
+
+
+def test_an_unconvertible_op_is_named_with_a_fix(tmp_path):
+    from edgegate.errors import ConversionError
+
+    class Spectrum(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4, 4], tf.float32, name="input")])
+        def serve(self, x):
+            return {"values": tf.linalg.svd(x, compute_uv=False)}
+
+    module = Spectrum()
+    tf.saved_model.save(module, str(tmp_path / "svd"), signatures={"serving_default": module.serve})
+    with pytest.raises(ConversionError) as err:
+        TensorFlowFrontend().load(tmp_path / "svd", "svd", ModelSpec(path="svd"), tmp_path / "work",
+                                  tmp_path)
+    assert "Svd" in err.value.message and "opset" in err.value.fix

@@ -251,7 +251,8 @@ def export_onnx(model, args: tuple, inputs: list[InputDecl], out: Path, opset: i
     op = _unsupported_op(str(legacy_error)) or _unsupported_op(str(dynamo_error))
     raise ConversionError(
         "cannot export the model to ONNX" + (f": unsupported op {op}" if op else "")
-        + f" (dynamo: {_first_line(dynamo_error)}; legacy: {_first_line(legacy_error)})",
+        + (f" ({_first_line(legacy_error)})" if isinstance(dynamo_error, _ScriptModule) else
+           f" (dynamo: {_first_line(dynamo_error)}; legacy: {_first_line(legacy_error)})"),
         file=display,
         fix=(f"set a newer 'opset' in edgegate.yml or replace {op} in the model" if op else
              "set 'opset' in edgegate.yml, declare static 'inputs', or remove data-dependent "

@@ -197,12 +197,16 @@ def _convert(fn_call, inputs: list[InputDecl], opset: int, out: Path, display: s
                               file=display,
                               fix="set a newer 'opset' in edgegate.yml, declare static 'inputs', or "
                                   "replace the unsupported op / layer") from None
+    import onnx
+
     foreign = sorted({f"{n.op_type} (node {n.name})" for n in model.graph.node
-                      if n.domain not in ONNX_DOMAINS})
+                      if n.domain not in ONNX_DOMAINS or
+                      (n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type))})
     if foreign:
-        raise ConversionError(f"tf2onnx left TensorFlow ops it could not convert: "
-                              f"{', '.join(foreign[:5])}", file=display,
-                              fix="set a newer 'opset' in edgegate.yml or replace these ops/layers")
+        raise ConversionError(f"tf2onnx cannot convert the TensorFlow op(s) "
+                              f"{', '.join(foreign[:5])} at opset {opset}", file=display,
+                              fix="set a newer 'opset' in edgegate.yml, or replace the layer that "
+                                  "uses these ops")
     return model, function
 
 

@@ -228,6 +228,10 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
                 metrics["accuracy_after"] = after
                 if metrics["metric"] in ("top1", "top5"):
                     metrics["accuracy_drop_pp"] = accuracy_before - after
+                    from edgegate.stats import paired_accuracy   # paired 95% interval of the drop
+                    metrics.update(paired_accuracy(metrics["metric"], ref_outputs, new_outputs, which,
+                                                   [o.name for o in info.outputs],
+                                                   data.evaluation.labels, display))
                 else:
                     not_measured["accuracy_drop_pp"] = f"metric '{metrics['metric']}' is not a percentage"
             else:

@@ -11,11 +11,14 @@ from edgegate import __version__
 from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
 from edgegate.discover import Discovery, Git, discover
 from edgegate.errors import ConfigError, EdgeGateError, describe
-from edgegate.pipeline import RunContext, devices_for, gate_model
+from edgegate.baseline import base_results
+from edgegate.cache import ResultCache, default_cache_dir
+from edgegate.pipeline import RunContext, devices_for
 from edgegate.policy.check import exit_code_for, verdict_of
 from edgegate.progress import Progress
 from edgegate.report.model import ErrorInfo, Report, write_report
 from edgegate.report.render import write_rendered
+from edgegate.reuse import CacheUse, carry_forward, gate_cached
 from edgegate.toolchain import machine, toolchain
 
 
@@ -27,6 +30,10 @@ class RunOptions:
     devices: list[str] | None = None
     policy: str | None = None
     keep_workdir: bool = False
+    only: list[str] | None = None          # MODEL@DEVICE pairs: a partial report (edgegate merge)
+    cache_dir: str | None = None
+    no_cache: bool = False
+    baseline: str | None = None            # auto | cache | off (default: edgegate.yml's)
 
 
 def _now() -> str:
@@ -44,6 +51,9 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     models = []
     discovery = Discovery(jobs=[])
     policy_files: list[str] = []
+    policy_changes: list = []
+    carried: list = []
+    only: list[str] = []
     try:
         stack = policy_stack(loaded, opts.policy)
         policy_files = [doc.file for _, doc in stack]
@@ -60,26 +70,55 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
                                   j.change, j.old_path) for j in discovery.jobs],
                 removed=discovery.removed, unchanged=discovery.unchanged,
                 base=discovery.base, head=discovery.head)
+        from edgegate.policy.integrity import resolve_policy
+
+        base_sha = discovery.base or (git.rev(opts.base) if git is not None and opts.base else None)
+        resolution = resolve_policy(loaded, opts.policy, git, base_sha)
+        devices, policy_files, policy_changes = resolution.devices, resolution.files, resolution.changes
+        for note in resolution.notes:
+            progress.step(f"policy: {note}")
+        if opts.only:
+            from edgegate.fanout import select_only
+
+            discovery, only = select_only(discovery, opts.only, config)
         _check_devices(loaded, discovery, config, devices)
         ctx = RunContext(config=config, root=root, out_dir=out_dir, devices=devices,
                          progress=progress, keep_workdir=opts.keep_workdir)
+        use = _cache_use(config, root, out_dir, opts, discovery, clock)
+        mode = opts.baseline or config.baseline
         if not discovery.jobs:
             progress.step("no changed model to gate")
         for job in discovery.jobs:
             with progress.group(f"model {job.path} ({job.change})"):
-                models.append(gate_model(job, ctx))
+                model = gate_cached(job, ctx, use)
+                if discovery.base and git is not None:
+                    model = base_results(job, model, discovery.base, git, loaded, ctx, use, mode,
+                                         opts.policy)
+                models.append(model)
+        if use.cache is not None and discovery.unchanged:
+            carried = carry_forward(discovery.unchanged, config, ctx, use)
     except EdgeGateError as exc:
         progress.warn(exc.message)
         errors.append(ErrorInfo(**describe(exc)))
     report = Report(edgegate_version=__version__, created_at=clock(),
-                    verdict=verdict_of(models, errors), exit_code=exit_code_for(models, errors),
+                    verdict=verdict_of(models, errors, policy_changes),
+                    exit_code=exit_code_for(models, errors, policy_changes),
                     commits={"base": discovery.base, "head": discovery.head},
                     toolchain=toolchain(), machine=machine(), policy_files=policy_files,
                     models=models, removed=discovery.removed, unchanged=discovery.unchanged,
-                    errors=errors)
+                    errors=errors, policy_changes=policy_changes, carried=carried, only=only)
     write_report(report, out_dir / "report.json")
     write_rendered(report, out_dir)
     return report
+
+
+def _cache_use(config, root: Path, out_dir: Path, opts: RunOptions, discovery: Discovery,
+               clock: Callable[[], str]) -> CacheUse:
+    cache = None
+    if config.cache.enabled and not opts.no_cache:
+        cache = ResultCache(default_cache_dir(config, root, out_dir, opts.cache_dir))
+    return CacheUse(cache=cache, commit=discovery.head, created_at=clock(), tools=toolchain(),
+                    machine=machine())
 
 
 def _check_devices(loaded: LoadedConfig, discovery: Discovery, config, devices: dict) -> None:

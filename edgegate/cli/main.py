@@ -43,24 +43,22 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
 @click.option("--keep-work", is_flag=True, help="keep intermediate files under OUT/.work")
-def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work) -> None:
+@click.option("--only", "only", multiple=True, metavar="MODEL@DEVICE",
+              help="gate only this model x device (repeatable): a partial report for 'edgegate merge'")
+@click.option("--cache-dir", help="results cache (default: $EDGEGATE_CACHE_DIR, $XDG_CACHE_HOME/edgegate "
+                                  "or OUT/cache)")
+@click.option("--no-cache", is_flag=True, help="recompute everything; neither read nor write the cache")
+@click.option("--baseline", "baseline_mode", type=click.Choice(["auto", "cache", "off"]),
+              help="compare with the base commit's result (default: edgegate.yml 'baseline', auto)")
+def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work,
+        only, cache_dir, no_cache, baseline_mode) -> None:
     """Gate MODELs, or the configured models changed between --base and --head."""
-    from edgegate.config.load import LoadedConfig, load_config
-    from edgegate.config.schema import Config
-    from edgegate.config.yamlfile import Sourced
     from edgegate.progress import make_progress
     from edgegate.run import RunOptions, run_gate
 
     progress = make_progress(quiet or as_json)
     try:
-        cfg = Path(config_path)
-        if cfg.is_file():
-            loaded = load_config(cfg)
-        elif models and config_path == "edgegate.yml":
-            loaded = LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), Path.cwd())
-        else:
-            raise ConfigError("configuration file not found", file=config_path,
-                              fix="create edgegate.yml (see README) or name models on the command line")
+        loaded = _load(config_path, models)
         out = Path(out_dir)
         if head:
             from edgegate.discover.git import Git
@@ -71,12 +69,125 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
                                   fix=f"git checkout {head} first, or leave --head out")
         report = run_gate(loaded, RunOptions(models=list(models), base=base, head=head,
                                              devices=list(devices) or None, policy=policy,
-                                             keep_workdir=keep_work), out, progress)
+                                             keep_workdir=keep_work, only=list(only) or None,
+                                             cache_dir=cache_dir, no_cache=no_cache,
+                                             baseline=baseline_mode), out, progress)
     except EdgeGateError as exc:
         _fail(exc)
         return
     _print_result(report, out, as_json)
     sys.exit(report.exit_code)
+
+
+def _load(config_path: str, models=()):
+    from edgegate.config.load import LoadedConfig, load_config
+    from edgegate.config.schema import Config
+    from edgegate.config.yamlfile import Sourced
+
+    cfg = Path(config_path)
+    if cfg.is_file():
+        return load_config(cfg)
+    if models and config_path == "edgegate.yml":
+        return LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), Path.cwd())
+    raise ConfigError("configuration file not found", file=config_path,
+                      fix="create edgegate.yml (see README) or name models on the command line")
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--config", "config_path", default="edgegate.yml", show_default=True)
+@click.option("--base", help="base commit (default: merge-base with the default branch)")
+@click.option("--head", help="head commit (default: HEAD)")
+@click.option("--device", "devices", multiple=True, help="only this device (repeatable)")
+@click.option("--policy", help="a policy file applied on top of the configured ones")
+@click.option("--github-output", is_flag=True,
+              help="also append matrix=<json> and count=<n> to $GITHUB_OUTPUT")
+def plan(models, config_path, base, head, devices, policy, github_output) -> None:
+    """Print the job matrix (JSON): one entry per changed model x device, for 'run --only'."""
+    import os
+
+    from edgegate.fanout import plan as make_plan
+
+    try:
+        loaded = _load(config_path, models)
+        matrix = make_plan(loaded, None, base=base, head=head, models=list(models),
+                           devices=list(devices) or None, policy=policy)
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    text = json.dumps(matrix, separators=(",", ":"))
+    if github_output and os.environ.get("GITHUB_OUTPUT"):
+        with open(os.environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as fh:
+            fh.write(f"matrix={text}\ncount={matrix['count']}\n")
+    click.echo(text)
+
+
+@cli.command()
+@click.argument("partials", nargs=-1, required=True, metavar="DIR_OR_REPORT...")
+@click.option("--out", "out_dir", default=".edgegate", show_default=True, help="output folder")
+@click.option("--config", "config_path", default="edgegate.yml", show_default=True,
+              help="orders each model's devices as a single run would (optional)")
+@click.option("--json", "as_json", is_flag=True)
+def merge(partials, out_dir, config_path, as_json) -> None:
+    """Combine partial reports (from 'run --only' and 'measure') into one report and verdict."""
+    from edgegate.config.load import load_config
+    from edgegate.fanout import device_order, merge as merge_reports
+    from edgegate.report.model import read_report, write_report
+    from edgegate.report.render import write_rendered
+
+    try:
+        reports = []
+        for p in partials:
+            path = Path(p)
+            report_path = path / "report.json" if path.is_dir() else path
+            reports.append((read_report(report_path), report_path.parent))
+        order = None
+        if Path(config_path).is_file():
+            paths = sorted({m.path for r, _ in reports for m in r.models})
+            order = device_order(load_config(config_path).config, paths)
+        out = Path(out_dir)
+        merged = merge_reports(reports, out, order)
+        write_report(merged, out / "report.json")
+        write_rendered(merged, out)
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    _print_result(merged, out, as_json)
+    sys.exit(merged.exit_code)
+
+
+@cli.command()
+@click.argument("partial", metavar="DIR_OR_REPORT")
+@click.option("--config", "config_path", default="edgegate.yml", show_default=True)
+@click.option("--only", "only", multiple=True, metavar="MODEL@DEVICE", help="measure only these")
+@click.option("--policy", help="a policy file applied on top of the configured ones")
+@click.option("--out", "out_dir", default=".edgegate-measured", show_default=True)
+@click.option("--runner-label", envvar="RUNNER_NAME", help="recorded with the numbers [$RUNNER_NAME]")
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as_json) -> None:
+    """Run a partial report's artifacts on THIS machine (a device runner) and write a partial
+    report measured on the device; 'edgegate merge' prefers it over the host's numbers."""
+    from edgegate.measure import measure_report
+    from edgegate.progress import make_progress
+    from edgegate.report.model import read_report, write_report
+    from edgegate.report.render import write_rendered
+
+    try:
+        path = Path(partial)
+        report_path = path / "report.json" if path.is_dir() else path
+        report = read_report(report_path)
+        loaded = _load(config_path)
+        out = Path(out_dir)
+        measured = measure_report(report, report_path.parent, loaded, out, make_progress(quiet or as_json),
+                                  list(only) or None, policy, runner_label)
+        write_report(measured, out / "report.json")
+        write_rendered(measured, out)
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    _print_result(measured, out, as_json)
+    sys.exit(measured.exit_code)
 
 
 def _print_result(report, out: Path, as_json: bool) -> None:

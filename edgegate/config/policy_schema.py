@@ -48,6 +48,10 @@ class DeviceProfile(Limits):
         None, description="coreml: compress the FP16 weights (int8 linear or k-means palettization)")
     timeout_s: float | None = Field(None, gt=0, description="compile + measure time limit per model "
                                                             "(isolated child process; default 1800)")
+    accuracy_decision: Literal["measured", "ci95_upper", "ci95_lower"] | None = Field(
+        None, description="what max_accuracy_drop_pp compares: the measured drop (default), the upper "
+                          "bound of its paired 95% interval (strict) or the lower bound (fails only "
+                          "on a drop the evaluation set proves)")
     memory_limit_mb: int | None = Field(None, ge=256, description="memory cap of that child process "
                                                                   "(default: 75% of this machine's RAM)")
 

@@ -126,6 +126,12 @@ class ModelSpec(_Strict):
         return self.calibration
 
 
+class CacheSpec(_Strict):
+    enabled: bool = Field(True, description="reuse results of unchanged model x device pairs")
+    dir: str | None = Field(None, description="cache folder (default: $EDGEGATE_CACHE_DIR, "
+                                              "$XDG_CACHE_HOME/edgegate, or OUT/cache)")
+
+
 class Config(_Strict):
     version: Literal[1]
     models: list[ModelSpec] = Field(default_factory=list)
@@ -135,3 +141,9 @@ class Config(_Strict):
     default_branch: str = "main"
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     quantization: QuantizationSpec = Field(default_factory=QuantizationSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    baseline: Literal["auto", "cache", "off"] = Field(
+        "auto", description="compare with the base commit's result: auto (from the cache, else "
+                            "computed on the base commit), cache (only if cached), off")
+    allow_policy_changes: bool = Field(
+        False, description="read from the BASE commit: allow pull requests to loosen policy limits")

@@ -11,9 +11,17 @@ from edgegate.report.model import Check, DeviceResult, ModelReport, Report
 # below the limit, and a latency budget only when the interval's lower bound is above it.
 
 
-def _measured(result: DeviceResult, metric: str) -> tuple[float | None, float | None, str | None]:
+def _measured(result: DeviceResult, metric: str, device: ResolvedDevice | None = None
+              ) -> tuple[float | None, float | None, str | None]:
     """(value, value used to decide, note)"""
     m = result.metrics
+    decision = getattr(device.profile, "accuracy_decision", None) if device is not None else None
+    if metric == "accuracy_drop_pp" and decision in ("ci95_upper", "ci95_lower") \
+            and m.accuracy_drop_pp is not None and m.accuracy_drop_ci95_pp:
+        bound = m.accuracy_drop_ci95_pp[1 if decision == "ci95_upper" else 0]
+        return m.accuracy_drop_pp, bound, (f"decided on the paired 95% interval's "
+                                           f"{'upper' if decision == 'ci95_upper' else 'lower'} bound "
+                                           f"{bound:.2f} pp (accuracy_decision: {decision})")
     if metric == "speedup":
         if m.speedup is None:
             return None, None, None
@@ -35,18 +43,24 @@ def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceR
     checks = []
     for name, limit in sorted(device.limits.items()):
         direction, metric, _unit = LIMITS[name]
-        value, decide, note = _measured(result, metric)
+        value, decide, note = _measured(result, metric, device)
+        warning = None
+        if name == "max_accuracy_drop_pp" and result.metrics.metric in ("top1", "top5"):
+            from edgegate.stats import evaluation_too_small
+
+            warning = evaluation_too_small(result.metrics.eval_samples, limit.value)
         if decide is None:
             why = result.metrics.not_measured.get(metric) or "not measured"
             checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=None,
-                                passed=None, source=limit.source, note=why))
+                                passed=None, source=limit.source, note=why, warning=warning))
             continue
         ok = decide <= limit.value if direction == "max" else decide >= limit.value
         checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=value,
                             passed=ok, source=limit.source,
                             note=note if note and value is not None and
                             ((value <= limit.value) if direction == "max" else (value >= limit.value)) != ok
-                            else None))
+                            else None,
+                            decided_on=decide if decide != value else None, warning=warning))
     violations = [c for c in checks if c.passed is False]
     return result.model_copy(update={"checks": checks, "violations": violations,
                                      "status": "failed" if violations else "passed"})
@@ -60,16 +74,21 @@ def model_status(model: ModelReport) -> str:
     return "passed"
 
 
-def verdict_of(models: list[ModelReport], run_errors: list) -> str:
+def blocking_policy_changes(policy_changes) -> list:
+    """Limits a pull request loosened without the base commit's configuration allowing it."""
+    return [c for c in policy_changes if c.change == "loosened" and not c.allowed]
+
+
+def verdict_of(models: list[ModelReport], run_errors: list, policy_changes=()) -> str:
     statuses = {model_status(m) for m in models}
     if run_errors or "error" in statuses:
         return "error"
-    if "failed" in statuses:
+    if "failed" in statuses or blocking_policy_changes(policy_changes):
         return "failed"
     return "passed"
 
 
-def exit_code_for(models: list[ModelReport], run_errors: list) -> int:
+def exit_code_for(models: list[ModelReport], run_errors: list, policy_changes=()) -> int:
     """0 all passed, 1 a gate failed, 2 bad configuration or input, 3 internal error."""
     kinds = [e.kind for e in run_errors]
     for m in models:
@@ -80,7 +99,8 @@ def exit_code_for(models: list[ModelReport], run_errors: list) -> int:
         return 3
     if kinds:
         return 2
-    if any(r.status == "failed" for m in models for r in m.results):
+    if any(r.status == "failed" for m in models for r in m.results) or \
+            blocking_policy_changes(policy_changes):
         return 1
     return 0
 
@@ -93,5 +113,6 @@ def check_report(report: Report, devices: dict[str, ResolvedDevice], policy_file
         updated = model.model_copy(update={"results": results})
         models.append(updated.model_copy(update={"status": model_status(updated)}))
     return report.model_copy(update={
-        "models": models, "verdict": verdict_of(models, report.errors),
-        "exit_code": exit_code_for(models, report.errors), "policy_files": policy_files})
+        "models": models, "verdict": verdict_of(models, report.errors, report.policy_changes),
+        "exit_code": exit_code_for(models, report.errors, report.policy_changes),
+        "policy_files": policy_files})

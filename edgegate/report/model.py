@@ -28,6 +28,8 @@ class Check(_Record):
     passed: bool | None                # None: not measured here
     source: str                        # policy file:line that set the limit
     note: str | None = None
+    decided_on: float | None = None    # the value compared (e.g. an interval bound), if not measured
+    warning: str | None = None         # e.g. an evaluation set too small for this limit
 
 
 class Metrics(_Record):
@@ -53,6 +55,9 @@ class Metrics(_Record):
     cosine_similarity: float | None = None
     sqnr_db: float | None = None
     not_measured: dict[str, str] = Field(default_factory=dict)   # field -> why it is null
+    # paired statistics over the evaluation samples (edgegate/stats.py)
+    accuracy_drop_ci95_pp: list[float] | None = None
+    discordant_samples: int | None = None          # samples whose correctness changed
 
 
 class Artifact(_Record):
@@ -72,6 +77,30 @@ class ErrorInfo(_Record):
     fix: str | None = None
 
 
+class CacheInfo(_Record):
+    """A result carried forward from the results cache instead of being recomputed."""
+
+    key: str
+    hit: bool
+    commit: str | None = None          # the commit whose run measured it
+    created_at: str | None = None
+
+
+class BaselineResult(_Record):
+    """The same model and device on the base commit, and head minus base."""
+
+    commit: str
+    path: str
+    sha256: str | None = None
+    source: Literal["cache", "computed", "unchanged"]
+    status: Status
+    precision: str | None = None
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    delta: dict[str, float | int | None] = Field(default_factory=dict)   # head - base
+    regressions: list[str] = Field(default_factory=list)               # metrics that got worse
+    note: str | None = None
+
+
 class DeviceResult(_Record):
     device: str
     target: str
@@ -86,6 +115,8 @@ class DeviceResult(_Record):
     notes: list[str] = Field(default_factory=list)
     error: ErrorInfo | None = None
     duration_s: float | None = None
+    cache: CacheInfo | None = None
+    baseline: BaselineResult | None = None
 
 
 class ModelReport(_Record):
@@ -106,6 +137,18 @@ class ModelReport(_Record):
     results: list[DeviceResult] = Field(default_factory=list)
 
 
+class PolicyChange(_Record):
+    """A limit whose value differs between the base commit's policy and the pull request's."""
+
+    device: str
+    limit: str
+    old: float | None                  # None: the limit did not exist
+    new: float | None                  # None: the limit was removed
+    change: Literal["loosened", "tightened"]
+    source: str                        # file:line of the new value (or of the old one if removed)
+    allowed: bool                      # loosening allowed by the base commit's configuration
+
+
 class Report(_Record):
     schema_version: Literal[1] = SCHEMA_VERSION
     edgegate_version: str
@@ -120,6 +163,9 @@ class Report(_Record):
     removed: list[str] = Field(default_factory=list)
     unchanged: list[str] = Field(default_factory=list)
     errors: list[ErrorInfo] = Field(default_factory=list)   # run-level (configuration) errors
+    policy_changes: list[PolicyChange] = Field(default_factory=list)   # head's limits vs base's
+    carried: list[ModelReport] = Field(default_factory=list)   # unchanged models, from the cache
+    only: list[str] = Field(default_factory=list)   # MODEL@DEVICE pairs of a partial report
 
 
 def finite(value: float | None) -> float | None:

@@ -1,0 +1,160 @@
+"""``edgegate measure``: run a partial report's artifacts on the machine this runs on (a device
+runner: a Raspberry Pi, a Jetson, a Mac) and write a partial report whose numbers were measured
+there. ``edgegate merge`` then prefers these results over the host's for the same model x device.
+
+What is re-measured on the device: latency (p50/p90 with interval; interleaved against the FP32
+model when the device can run it: the repository's ONNX model for the onnxruntime target), and
+the accuracy and fidelity of the artifact on the repository's evaluation data. What the device
+cannot measure keeps the host's number and is listed in ``measurement.kept_from_host``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgegate.config.load import LoadedConfig, Limit, ResolvedDevice, policy_stack, resolve_devices
+from edgegate.data.sources import TensorSpec, prepare_data
+from edgegate.discover import spec_for
+from edgegate.config.policy_schema import DeviceProfile
+from edgegate.errors import InputError
+from edgegate.fanout import parse_pair
+from edgegate.policy.check import check_result, exit_code_for, model_status, verdict_of
+from edgegate.progress import Progress
+from edgegate.report.model import DeviceResult, Metrics, ModelReport, Report, finite
+from edgegate.targets.base import host_machine
+
+DEVICE_FIELDS = ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p90_ms_before",
+                 "latency_p90_ms_after", "latency_p50_ci95_ms_before", "latency_p50_ci95_ms_after",
+                 "latency_runs", "speedup", "speedup_ci95", "accuracy_after", "accuracy_drop_pp",
+                 "accuracy_drop_ci95_pp", "discordant_samples", "top1_agreement",
+                 "cosine_similarity", "sqnr_db")
+
+
+def _limits_from_checks(result: DeviceResult) -> dict[str, Limit]:
+    """The limits the gate job applied (after policy integrity), recovered from its checks."""
+    out = {}
+    for c in result.checks:
+        file, _, line = c.source.rpartition(":")
+        if not line.isdigit():
+            file, line = c.source, ""
+        out[c.limit] = Limit(c.limit, c.threshold, file, int(line) if line else None)
+    return out
+
+
+def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_dir: Path,
+                   progress: Progress, pairs: list[str] | None = None,
+                   policy: str | None = None, runner_label: str | None = None) -> Report:
+    wanted = {parse_pair(p) for p in pairs} if pairs else None
+    devices = resolve_devices(policy_stack(loaded, policy))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = []
+    for model in report.models:
+        results = []
+        for r in model.results:
+            if wanted is not None and (model.path, r.device) not in wanted:
+                continue
+            if r.status not in ("passed", "failed") or r.artifact is None:
+                continue
+            with progress.group(f"measure {model.path} → {r.device} on this machine"):
+                results.append(_measure_one(model, r, report_dir, loaded, out_dir, devices, progress,
+                                            runner_label))
+        if results:
+            m = model.model_copy(update={"results": results})
+            models.append(m.model_copy(update={"status": model_status(m)}))
+    if not models:
+        raise InputError("no measurable result in the report matches", file=str(report_dir),
+                         fix="pass the partial report of a passed/failed model x device "
+                             "(and --only MODEL@DEVICE matching it)")
+    only = [f"{m.path}@{r.device}" for m in models for r in m.results]
+    return report.model_copy(update={
+        "models": models, "only": only, "carried": [],
+        "verdict": verdict_of(models, report.errors, report.policy_changes),
+        "exit_code": exit_code_for(models, report.errors, report.policy_changes)})
+
+
+def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
+                 out_dir: Path, devices: dict, progress: Progress, runner_label: str | None) -> DeviceResult:
+    from edgegate.stages.benchmark import benchmark_one, benchmark_pair
+    from edgegate.stages.evaluate import collect_outputs, fidelity, pick_output, score, stacked
+    from edgegate.stats import paired_accuracy
+    from edgegate.targets import load_target
+
+    src = report_dir / r.artifact.path
+    if not src.exists():
+        raise InputError("the artifact is not beside the report", file=str(src),
+                         fix="download the gate job's whole output folder (report.json and artifacts/)")
+    dest = out_dir / r.artifact.path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != dest.resolve():
+        shutil.copytree(src, dest, dirs_exist_ok=True) if src.is_dir() else shutil.copy2(src, dest)
+        sidecar = src.with_name(src.name + ".data")
+        if sidecar.is_file():
+            shutil.copy2(sidecar, dest.with_name(dest.name + ".data"))
+    spec = spec_for(loaded.config, model.path)
+    if spec is None:
+        raise InputError(f"{model.path} is not configured in edgegate.yml here", file=model.path,
+                         fix="run measure in a checkout of the same commit")
+    dev = devices.get(r.device)
+    threads = (dev.profile.threads if dev else None) or loaded.config.benchmark.threads
+    inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in model.info.get("inputs", [])]
+    data = prepare_data(spec, inputs, loaded.root)
+    target = load_target(r.target)
+    runner = target.runner(dest, threads, model.path)
+    baseline = None
+    source = loaded.root / model.path
+    if r.target == "onnxruntime" and model.framework == "onnx" and source.is_file():
+        baseline = target.runner(source, threads, model.path)
+    bench = loaded.config.benchmark
+    feed = data.evaluation.feed(0)
+    m = r.metrics.model_dump()
+    kept = []
+    if baseline is not None:
+        progress.step("timing FP32 vs artifact interleaved on this device")
+        pair = benchmark_pair(lambda: baseline.infer(feed), lambda: runner.infer(feed),
+                              warmup=bench.warmup, repeats=bench.repeats, min_time_s=bench.min_time_s,
+                              max_time_s=bench.max_time_s)
+        m.update(latency_p50_ms_before=pair.before.p50_ms, latency_p50_ms_after=pair.after.p50_ms,
+                 latency_p90_ms_before=pair.before.p90_ms, latency_p90_ms_after=pair.after.p90_ms,
+                 latency_p50_ci95_ms_before=list(pair.before.ci95_ms),
+                 latency_p50_ci95_ms_after=list(pair.after.ci95_ms), latency_runs=pair.after.runs,
+                 speedup=pair.speedup, speedup_ci95=list(pair.speedup_ci95))
+    else:
+        progress.step("timing the artifact on this device (no FP32 model runs here)")
+        t = benchmark_one(lambda: runner.infer(feed), warmup=bench.warmup, repeats=bench.repeats,
+                          min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
+        m.update(latency_p50_ms_after=t.p50_ms, latency_p90_ms_after=t.p90_ms,
+                 latency_p50_ci95_ms_after=list(t.ci95_ms), latency_runs=t.runs)
+        kept += ["latency_p50_ms_before", "speedup"]
+    progress.step(f"evaluating on {len(data.evaluation)} samples on this device")
+    outputs = collect_outputs(runner.infer, data.evaluation, model.path)
+    names = [o["name"] for o in model.info.get("outputs", [])]
+    which = spec.evaluation.output if spec.evaluation else 0
+    if baseline is not None:
+        ref = collect_outputs(baseline.infer, data.evaluation, model.path)
+        m.update({k: finite(v) for k, v in fidelity(ref, outputs).items()})
+    else:
+        ref = None
+        kept += ["top1_agreement", "cosine_similarity", "sqnr_db"]
+    labels = data.evaluation.labels
+    if labels is not None and m.get("metric") not in (None, "fidelity"):
+        after = score(m["metric"], stacked(pick_output(outputs, which, names, model.path)), labels,
+                      loaded.root)
+        m["accuracy_after"] = after
+        if m["metric"] in ("top1", "top5") and m.get("accuracy_before") is not None:
+            m["accuracy_drop_pp"] = m["accuracy_before"] - after
+            if ref is not None:
+                m.update(paired_accuracy(m["metric"], ref, outputs, which, names, labels, model.path))
+            else:
+                m["accuracy_drop_ci95_pp"] = None
+                m["discordant_samples"] = None
+                m.setdefault("not_measured", {})["accuracy_drop_ci95_pp"] = \
+                    "the FP32 model does not run on this device"
+    measurement = {**runner.measurement, "where": "device", "device": r.device,
+                   "machine": host_machine(), "runner_label": runner_label,
+                   "measured_on_device": [k for k in DEVICE_FIELDS if k not in kept],
+                   "kept_from_host": kept, "host_measurement": r.measurement}
+    result = r.model_copy(update={"metrics": Metrics(**m), "measurement": measurement,
+                                  "status": "passed", "checks": [], "violations": []})
+    profile = dev.profile if dev else DeviceProfile(target=r.target)
+    return check_result(result, ResolvedDevice(r.device, r.target, profile, _limits_from_checks(r)))

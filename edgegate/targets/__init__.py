@@ -37,6 +37,8 @@ TARGETS: dict[str, TargetEntry] = {
     "tensorrt": TargetEntry("tensorrt", "edgegate.targets.tensorrt:TensorRTTarget", "tensorrt",
                             ("onnxruntime",), "an NVIDIA CUDA device with TensorRT", needs_cuda=True,
                             measure_modules=("tensorrt",)),
+    "openvino": TargetEntry("openvino", "edgegate.targets.openvino:OpenVinoTarget", "openvino",
+                            ("openvino", "nncf"), "x86-64 CPUs (OpenVINO CPU plugin; NNCF INT8)"),
 }
 
 

@@ -134,10 +134,12 @@ def write_policy(repo: Path, min_size_ratio: float) -> None:
 
 
 def new_pr(repo: Path, fake: FakeGitHub, number: int = 7, **kw) -> tuple[str, str]:
-    base = git(repo, "rev-parse", "HEAD").strip()
-    perturbed_copy(repo / "models" / "digits.onnx", repo / "models" / "digits.onnx")
+    # the repository's policy is on the base commit: limits are read from there (issue 7),
+    # and a pull request that loosened them would be flagged and fail
     write_policy(repo, 1.0)
     (repo / ".gitignore").write_text(".edgegate/*\n!.edgegate/policy.yml\n")   # run outputs
+    base = commit_all(repo, "policy")
+    perturbed_copy(repo / "models" / "digits.onnx", repo / "models" / "digits.onnx")
     head = commit_all(repo, "retrain")
     fake.add_pull(number, head, base, pr_files(repo, base, head), **kw)
     return base, head

@@ -165,6 +165,10 @@ def _clean(info: dict) -> dict:
 def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, info: ModelInfo,
                 optimized: Path, data: ModelData, ref_outputs: list, accuracy_before: float | None,
                 device: ResolvedDevice, ctx: RunContext, workdir: Path) -> DeviceResult:
+    if device.profile.candidates:    # several runtimes: each gated here, the best ships (stages/select.py)
+        from edgegate.stages.select import gate_candidates
+        return gate_candidates(gate_device, job, name, display, source, info, optimized, data,
+                               ref_outputs, accuracy_before, device, ctx, workdir)
     started = time.monotonic()
     progress = ctx.progress
     avail = availability(device.target)

@@ -35,6 +35,9 @@ class Limits(BaseModel):
 class DeviceProfile(Limits):
     target: str | None = Field(None, description="target id: onnxruntime, tflite, coreml, tensorrt")
     description: str | None = None
+    candidates: list[str] | None = Field(
+        None, description="several target ids (e.g. [onnxruntime, openvino]): each is compiled and "
+                          "measured, the fastest that meets the policy ships; ties go to 'target'")
     precision: Literal["int8", "fp16", "fp32", "mixed"] | None = None
     quantization: QuantizationSpec | None = None
     threads: int | None = Field(None, ge=1)

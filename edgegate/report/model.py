@@ -101,6 +101,29 @@ class BaselineResult(_Record):
     note: str | None = None
 
 
+class Alternative(_Record):
+    """A candidate runtime measured for the same device and not shipped (see DeviceResult.selection)."""
+
+    target: str
+    status: Status
+    reason: str | None = None
+    precision: str | None = None
+    artifact: str | None = None                # kept under alternatives/, not released
+    sha256: str | None = None
+    size_bytes_after: int | None = None
+    latency_p50_ms_before: float | None = None   # FP32 on this candidate's runtime
+    latency_p50_ms_after: float | None = None
+    speedup: float | None = None
+    accuracy_after: float | None = None
+    accuracy_drop_pp: float | None = None
+    top1_agreement: float | None = None
+    violations: list[str] = Field(default_factory=list)   # limits it broke
+    measurement: dict[str, Any] = Field(default_factory=dict)
+    quantization_method: str | None = None
+    int8_mac_share: float | None = None
+    head_to_head: dict[str, Any] | None = None  # its p50 / the shipped one's, timed interleaved
+
+
 class DeviceResult(_Record):
     device: str
     target: str
@@ -117,6 +140,8 @@ class DeviceResult(_Record):
     duration_s: float | None = None
     cache: CacheInfo | None = None
     baseline: BaselineResult | None = None
+    selection: str | None = None       # why this target shipped, when the device lists candidates
+    alternatives: list[Alternative] = Field(default_factory=list)   # the candidates not shipped
 
 
 class ModelReport(_Record):

@@ -102,8 +102,8 @@ class OpenVinoRunner:
                             "where": "host"}
 
     def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self.request.infer(feed)
-        return [np.array(self.request.get_tensor(o).data) for o in self.outputs]
+        result = self.request.infer(feed, share_inputs=True)   # synchronous: the feed outlives it
+        return [result[o] for o in self.outputs]
 
     def exec_precisions(self) -> list[tuple[str, str, list[str]]]:
         """(layer type, precision it actually runs in, original op names) per executed layer."""

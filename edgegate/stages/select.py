@@ -84,13 +84,14 @@ def choose(results: list[DeviceResult], primary: str,
         order = {"skipped": 1, "error": 0}       # an error says more than a skip
         ranked = sorted(results, key=lambda r: order.get(r.status, 2))
         return ranked[0], "no candidate runtime could be measured here", {}
-    pool = passed or measured
+    pool = passed or [r for r in measured if len(r.violations) == len(measured[0].violations)]
     ranked = list(pool)
     h2h: dict[str, dict] = {}
     verdict = "meets the policy" if passed else "misses the policy (no candidate meets it)"
     if len(pool) == 1:
         others = [r.target for r in results if r is not pool[0]]
-        why = (f"{pool[0].target} is the only candidate runtime that {'meets the policy' if passed else 'was measured'}"
+        why = (f"{pool[0].target} is the only candidate runtime that "
+               f"{'meets the policy' if passed else 'was measured' if len(measured) == 1 else 'misses the policy by the fewest limits'}"
                + (f" (also tried: {', '.join(others)})" if others else ""))
         return pool[0], why, h2h
     first, second = ranked[0], ranked[1]
@@ -119,7 +120,8 @@ def choose(results: list[DeviceResult], primary: str,
                f"p50 ratio {r:.2f}, 95 % CI {c[0]:.2f}–{c[1]:.2f}){note}; "
                + (f"{winner.target} is the device profile's target" if winner.target == primary
                   else f"{winner.target} had the lower p50"))
-    h2h[loser.target] = {"ratio": round(r, 3), "ci95": [round(v, 3) for v in c]}
+    h2h[loser.target] = {"ratio": round(r, 3),
+                         "ci95": [round(v, 3) for v in c] if all(v == v for v in c) else None}
     others = [x for x in results if x is not winner and x is not loser]
     if others:
         why += "; also tried: " + ", ".join(f"{x.target} ({x.status})" for x in others)

@@ -15,7 +15,8 @@ def targets_listing(as_json: bool = False) -> str:
         return json.dumps({
             "targets": [{"id": a.id, "can_compile": a.can_compile, "can_measure": a.can_measure,
                          "reason": a.reason, "install": a.install_hint} for a in rows],
-            "devices": [{"id": d.id, "target": d.target, "description": d.profile.description,
+            "devices": [{"id": d.id, "target": d.target, "candidates": d.profile.candidates,
+                         "description": d.profile.description,
                          "limits": {k: v.value for k, v in d.limits.items()},
                          **dict(zip(("state", "why", "install"),
                                     device_state(d, {a.id: a for a in rows}.get(d.target))))}
@@ -37,6 +38,10 @@ def targets_listing(as_json: bool = False) -> str:
         out.append(f"  {d.id:<18} {d.target:<12} {state:<26} {limits}")
         if why:
             out.append(f"  {'':<18} {'':<12} why: {why}" + (f"  ->  {hint}" if hint else ""))
+        if d.profile.candidates:
+            each = ", ".join(f"{t} ({'available' if t in by_id and by_id[t].can_measure else 'not here'})"
+                             for t in d.profile.candidates)
+            out.append(f"  {'':<18} {'':<12} candidates, measured side by side: {each}")
     return "\n".join(out)
 
 

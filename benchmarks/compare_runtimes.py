@@ -124,11 +124,11 @@ def main() -> None:
           f"onnxruntime {version_of('onnxruntime')} · openvino {version_of('openvino')} · "
           f"nncf {version_of('nncf')} · {args.threads} thread(s) · batch 1")
     print("# ratio = p50 of the first / p50 of the second (>1: the second, after the arrow, is faster); interleaved")
-    head = f"{'model':<17} {'comparison':<34} {'first ms':>9} {'second ms':>9} {'ratio':>7} {'95% CI':>13}  notes"
+    head = f"{'model':<17} {"comparison":<38} {'first ms':>9} {'second ms':>9} {'ratio':>7} {'95% CI':>13}  notes"
     print(head)
     print("-" * len(head))
     for name, label, a_ms, b_ms, ratio, ci, note in rows:
-        print(f"{name:<17} {label:<34} {a_ms:>9.3f} {b_ms:>9.3f} {ratio:>6.2f}x "
+        print(f"{name:<17} {label:<38} {a_ms:>9.3f} {b_ms:>9.3f} {ratio:>6.2f}x "
               f"{ci[0]:>6.2f}-{ci[1]:<6.2f} {note}")
 
 

@@ -124,7 +124,7 @@ def main() -> None:
           f"onnxruntime {version_of('onnxruntime')} · openvino {version_of('openvino')} · "
           f"nncf {version_of('nncf')} · {args.threads} thread(s) · batch 1")
     print("# ratio = p50 of the first / p50 of the second (>1: the second, after the arrow, is faster); interleaved")
-    head = f"{'model':<17} {"comparison":<38} {'first ms':>9} {'second ms':>9} {'ratio':>7} {'95% CI':>13}  notes"
+    head = f"{'model':<17} {'comparison':<38} {'first ms':>9} {'second ms':>9} {'ratio':>7} {'95% CI':>13}  notes"
     print(head)
     print("-" * len(head))
     for name, label, a_ms, b_ms, ratio, ci, note in rows:

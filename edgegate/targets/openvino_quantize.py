@@ -103,6 +103,9 @@ def quantize_for_device(job: CompileJob, compute: list[str], macs: dict[str, int
         why_not = "needs labelled evaluation data with metric top1 or top5"
     elif limit is None:
         why_not = "the device policy sets no max_accuracy_drop_pp"
+    if spec.level == "conservative":
+        notes.append("level conservative has no OpenVINO-specific recipe: INT8 with NNCF accuracy "
+                     "control, as for balanced (the FP32 IR ships if INT8 is measured slower)")
     control: dict = {"used": why_not is None}
     try:
         with _quiet():

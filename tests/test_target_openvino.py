@@ -11,8 +11,12 @@ import sys
 
 import pytest
 
-pytest.importorskip("openvino", reason="the openvino extra (openvino) is not installed")
-pytest.importorskip("nncf", reason="the openvino extra (nncf) is not installed")
+from edgegate._deps import available  # noqa: E402
+
+# not importorskip: importing openvino directly would send its usage telemetry (the target
+# imports it with telemetry declined)
+if not (available("openvino") and available("nncf")):
+    pytest.skip("the openvino extra (openvino, nncf) is not installed", allow_module_level=True)
 
 from conftest import commit_all, git  # noqa: E402
 

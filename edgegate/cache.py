@@ -37,8 +37,10 @@ def default_cache_dir(config: Config, root: Path, out_dir: Path, override: str |
     then OUT/cache."""
     if override:
         return Path(override)
-    if config.cache.dir:
-        return root / config.cache.dir
+    if config.cache.dir:              # from the repository: it may not write outside it
+        from edgegate.discover.paths import inside_workspace
+
+        return inside_workspace(root, config.cache.dir, what="cache.dir")
     if os.environ.get("EDGEGATE_CACHE_DIR"):
         return Path(os.environ["EDGEGATE_CACHE_DIR"])
     if os.environ.get("XDG_CACHE_HOME"):

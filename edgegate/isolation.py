@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -122,6 +123,88 @@ def _describe_exit(code: int, what: str) -> str:
                signal.SIGKILL: "SIGKILL, most likely the kernel's out-of-memory killer"}.get(sig, sig.name)
         return f"{what} crashed ({sig.name}: {why})"
     return f"{what} exited with code {code} without a result"
+
+
+# ---------------------------------------------------------------------- the graph probe
+
+
+def probe_model(onnx_path: Path, display: str, devices, workdir: Path | None = None) -> None:
+    """Before the parent process runs a model's ONNX graph (constant folding, reference outputs),
+    load it into ONNX Runtime and run it once on zeros in a child process under the tightest
+    time and memory limits of the model's devices. A graph that hangs or asks for more memory
+    than that becomes this model's error instead of stalling or killing the whole run. Errors
+    that are not about resources are left for the stages that report them in detail."""
+    if not isolation_enabled():
+        return
+    profiles = [d.profile for d in devices]
+    timeouts = [p.timeout_s for p in profiles if getattr(p, "timeout_s", None)]
+    memories = [p.memory_limit_mb for p in profiles if getattr(p, "memory_limit_mb", None)]
+    timeout_s = min(timeouts) if timeouts else DEFAULT_TIMEOUT_S
+    memory_mb = min(memories) if memories else default_memory_limit_mb()
+    try:
+        note = run_in_child("edgegate.isolation:_probe_child", (str(onnx_path), memory_mb),
+                            timeout_s=timeout_s, memory_limit_mb=memory_mb,
+                            what="running the model's graph once (ONNX Runtime, on zeros)",
+                            workdir=workdir)
+    except IsolationError as exc:
+        raise IsolationError(exc.what, file=display,
+                             fix="the graph needs more time or memory than its devices allow: fix "
+                                 "the model, or raise timeout_s / memory_limit_mb for its devices "
+                                 "in your policy file") from None
+    if note:
+        raise IsolationError(note, file=display,
+                             fix="fix the model's shapes, or raise memory_limit_mb for its devices "
+                                 "in your policy file")
+
+
+_ALLOC_FAILED = ("failed to allocate", "bad_alloc", "out of memory", "cannot allocate", "memoryerror")
+
+
+def _probe_child(path: str, memory_mb: int) -> str | None:
+    """In the child: an address-space limit turns a runaway allocation into a clean failure."""
+    import resource
+
+    import numpy as np
+    import onnxruntime as ort
+    import psutil
+
+    vms = psutil.Process().memory_info().vms
+    limit = vms + (memory_mb + 256) * (1 << 20)
+    with_limit = True
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    except (ValueError, OSError):
+        with_limit = False
+    dtypes = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
+              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        opts.intra_op_num_threads = 1
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        feed = {}
+        for arg in session.get_inputs():
+            if arg.type not in dtypes:
+                return None           # sequences, maps, strings: left to the later stages
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in (arg.shape or [])]
+            feed[arg.name] = np.zeros(shape, dtypes[arg.type])
+        session.run(None, feed)
+    except MemoryError:
+        return _over(memory_mb, "")
+    except Exception as exc:
+        text = str(exc)
+        if with_limit and any(k in text.lower() for k in _ALLOC_FAILED):
+            return _over(memory_mb, text)
+        return None
+    return None
+
+
+def _over(memory_mb: int, text: str) -> str:
+    found = re.search(r"size (\d+)", text)
+    asked = f" (one buffer of {int(found.group(1)) / (1 << 20):.0f} MB)" if found else ""
+    return (f"running the model's graph once on zeros needs more memory than its cap of "
+            f"{memory_mb} MB{asked}")
 
 
 # ---------------------------------------------------------------------- pipeline integration

@@ -20,6 +20,8 @@ from edgegate.discover.paths import inside_workspace
 from edgegate.errors import EdgeGateError, InputError, describe
 from edgegate.frontends import SourceModel, load_frontend
 from edgegate.frontends.export_check import check_on_data
+from edgegate.frontends.onnx import check_weights
+from edgegate.isolation import probe_model
 from edgegate.progress import Progress
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
@@ -40,6 +42,7 @@ class RunContext:
     devices: dict[str, ResolvedDevice]
     progress: Progress
     keep_workdir: bool = False
+    work_bytes_peak: int = 0     # the largest one model's work folder grew to (disk usage)
 
 
 def sha256_of(path: Path) -> str:
@@ -104,6 +107,10 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             source: SourceModel = load_frontend(framework).load(path, display, job.spec, workdir, ctx.root)
             base.update(framework_version=source.framework_version, export=source.export)
             model = onnx.load(str(source.onnx_path))
+            check_weights(model, display)                  # NaN / Inf weights: nothing to quantize
+            probe_model(source.onnx_path, display,        # hangs / memory blow-ups: in a child
+                        [ctx.devices[d] for d in devices_for(job, ctx.config) if d in ctx.devices],
+                        workdir)
             info = analyze(model)
             del model
             progress.step(f"{name}: {info.params:,} parameters, {info.total_macs:,} MACs; preparing data")
@@ -148,8 +155,21 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
                              results=results)
         return report.model_copy(update={"status": model_status(report)})
     finally:
+        ctx.work_bytes_peak = max(ctx.work_bytes_peak, tree_bytes(workdir))
         if not ctx.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (links not followed; 0 if it is gone)."""
+    total = 0
+    for file in path.rglob("*") if path.is_dir() else ():
+        try:
+            if file.is_file() and not file.is_symlink():
+                total += file.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _model_path(job: ModelJob, root: Path) -> Path:

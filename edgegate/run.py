@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,10 +14,10 @@ from edgegate.discover import Discovery, Git, discover
 from edgegate.errors import ConfigError, EdgeGateError, describe
 from edgegate.baseline import base_results
 from edgegate.cache import ResultCache, default_cache_dir
-from edgegate.pipeline import RunContext, devices_for
+from edgegate.pipeline import RunContext, devices_for, tree_bytes
 from edgegate.policy.check import exit_code_for, verdict_of
 from edgegate.progress import Progress
-from edgegate.report.model import ErrorInfo, Report, write_report
+from edgegate.report.model import DiskUsage, ErrorInfo, Report, write_report
 from edgegate.report.render import write_rendered
 from edgegate.reuse import CacheUse, carry_forward, gate_cached
 from edgegate.toolchain import machine, toolchain
@@ -54,6 +55,7 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     policy_changes: list = []
     carried: list = []
     only: list[str] = []
+    ctx: RunContext | None = None
     try:
         stack = policy_stack(loaded, opts.policy)
         policy_files = [doc.file for _, doc in stack]
@@ -100,16 +102,28 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     except EdgeGateError as exc:
         progress.warn(exc.message)
         errors.append(ErrorInfo(**describe(exc)))
+    disk = _disk_usage(out_dir, ctx, opts.keep_workdir)
     report = Report(edgegate_version=__version__, created_at=clock(),
                     verdict=verdict_of(models, errors, policy_changes),
                     exit_code=exit_code_for(models, errors, policy_changes),
                     commits={"base": discovery.base, "head": discovery.head},
                     toolchain=toolchain(), machine=machine(), policy_files=policy_files,
                     models=models, removed=discovery.removed, unchanged=discovery.unchanged,
-                    errors=errors, policy_changes=policy_changes, carried=carried, only=only)
+                    errors=errors, policy_changes=policy_changes, carried=carried, only=only,
+                    disk=disk)
     write_report(report, out_dir / "report.json")
     write_rendered(report, out_dir)
     return report
+
+
+def _disk_usage(out_dir: Path, ctx: RunContext | None, keep_workdir: bool) -> DiskUsage:
+    """Remove OUT/.work (unless --keep-work) and record what the run wrote."""
+    work = out_dir / ".work"
+    if not keep_workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return DiskUsage(artifact_bytes_total=tree_bytes(out_dir / "artifacts"),
+                     work_bytes_peak=ctx.work_bytes_peak if ctx is not None else 0,
+                     work_dir_removed=not work.exists())
 
 
 def _cache_use(config, root: Path, out_dir: Path, opts: RunOptions, discovery: Discovery,

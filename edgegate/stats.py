@@ -11,6 +11,7 @@ with n samples it is never narrower than about +-196/(n+2) pp.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -58,7 +59,10 @@ def samples_needed(limit_pp: float) -> int:
     """The smallest evaluation set whose best-case interval fits inside ``limit_pp``."""
     if limit_pp <= 0:
         return 0
-    return max(1, math.ceil(100.0 * Z95 / limit_pp - 2.0))
+    needed = 100.0 * Z95 / limit_pp - 2.0
+    if not math.isfinite(needed):        # a limit so tiny (e.g. 1e-313 pp) no data set resolves it
+        return sys.maxsize
+    return max(1, math.ceil(needed))
 
 
 def evaluation_too_small(samples: int | None, limit_pp: float) -> str | None:

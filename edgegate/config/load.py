@@ -204,8 +204,11 @@ def policy_stack(loaded: LoadedConfig | None, override: str | Path | None = None
     """Built-in profiles, then the repository's policy file, then an explicit --policy."""
     stack = builtin_profiles()
     if loaded is not None and loaded.config.policy:
-        policy_path = loaded.root / loaded.config.policy
         line = loaded.source.line_of(("policy",))
+        from edgegate.discover.paths import inside_workspace
+
+        policy_path = inside_workspace(loaded.root, loaded.config.policy, what="policy path",
+                                       source=loaded.source.file, line=line)
         if not policy_path.is_file():
             raise ConfigError("policy file not found", file=loaded.source.file, line=line,
                               field="policy", value=loaded.config.policy,

@@ -107,6 +107,9 @@ def load_yaml_text(text: str, name: str) -> Sourced:
                           fix="check indentation and quoting on that line") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=name) from None
+    except RecursionError:               # the parser recurses per level: '[[[[...' exhausts it
+        raise ConfigError(f"the YAML document nests deeper than {MAX_DEPTH} levels", file=name,
+                          fix="flatten the structure") from None
     if node is None:
         return Sourced(data=None, file=name, lines={})
     builder = _Builder(name)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgegate.errors import InputError
+from edgegate.zipbomb import check_zip
 
 MAX_ARRAY_BYTES = 4 << 30   # refuse to materialise more than 4 GiB from one data file
 
@@ -20,12 +21,7 @@ def load_arrays(path: Path, display: str, single_name: str | None) -> dict[str, 
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
-            with zipfile.ZipFile(path) as zf:
-                declared = sum(info.file_size for info in zf.infolist())
-            if declared > MAX_ARRAY_BYTES:
-                raise InputError(f"the archive unpacks to {declared} bytes, over the "
-                                 f"{MAX_ARRAY_BYTES}-byte limit", file=display,
-                                 fix="use fewer samples")
+            check_zip(path, display, MAX_ARRAY_BYTES)     # declared sizes: bombs refused
             with np.load(path, allow_pickle=False) as npz:
                 return {name: npz[name] for name in npz.files}
         if suffix == ".npy":

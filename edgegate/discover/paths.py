@@ -16,7 +16,8 @@ def inside_workspace(root: Path, raw: str | Path, *, what: str, source: str | No
         candidate = root_real / candidate
     real = candidate.resolve()
     if real != root_real and root_real not in real.parents:
-        raise UnsafeInputError(f"the {what} leads outside the repository", file=source, line=line,
+        raise UnsafeInputError(f"the {what} leads outside the repository", file=source or str(raw),
+                               line=line,
                                value=str(raw),
                                fix="use a path inside the repository, without '..' or links out")
     return real

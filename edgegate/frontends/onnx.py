@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from edgegate.errors import InputError, UnsafeInputError
@@ -62,7 +63,70 @@ def _external_tensors(model: onnx.ModelProto):
                 yield attr.t
 
 
+def check_graph(model: onnx.ModelProto, display: str) -> None:
+    """Names a missing tensor or a cycle plainly (the checker only says 'not topologically sorted')."""
+    graph = model.graph
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {""}
+    producers: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
+        for out in node.output:
+            producers[out] = node.name or f"{node.op_type}_{i}"
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            if name not in known and name not in producers:
+                raise InputError(f"node '{node.name or f'{node.op_type}_{i}'}' ({node.op_type}) reads "
+                                 f"'{name}', which no node, graph input or initializer provides "
+                                 "(a missing initializer?)", file=display,
+                                 fix="re-export the model with its weights")
+    waiting = [sum(1 for x in set(n.input) if x not in known) for n in graph.node]
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for x in set(node.input):
+            if x not in known:
+                consumers.setdefault(x, []).append(i)
+    queue = [i for i, w in enumerate(waiting) if w == 0]
+    done = 0
+    while queue:                                   # Kahn's algorithm: O(nodes + edges)
+        i = queue.pop()
+        done += 1
+        for out in set(graph.node[i].output):
+            for j in consumers.get(out, ()):
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    queue.append(j)
+    if done < len(graph.node):
+        names = ", ".join(sorted(n.name or n.op_type for n, w in zip(graph.node, waiting) if w)[:5])
+        raise InputError(f"the graph has a cycle (nodes {names} wait on each other)",
+                         file=display, fix="re-export the model; an ONNX graph must be acyclic")
+
+
+def check_weights(model: onnx.ModelProto, display: str) -> None:
+    """Quantizing NaN or infinite weights is meaningless (scales become NaN): refuse, naming them."""
+    from onnx import numpy_helper
+
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [(n.name or n.output[0], a.t) for n in model.graph.node for a in n.attribute
+                if a.type == onnx.AttributeProto.TENSOR]
+    for name, tensor in tensors:
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                    onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except Exception:        # inconsistent sizes are the checker's to report
+            continue
+        bad = ~np.isfinite(values.astype(np.float32, copy=False))
+        if bad.any():
+            kinds = [k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(values[bad]).any()]
+            raise InputError(f"weight '{name}' holds {int(bad.sum())} {' and '.join(kinds)} "
+                             f"value(s) of {values.size}; quantizing them is meaningless",
+                             file=display,
+                             fix="retrain or re-export from a checkpoint without NaN/Inf "
+                                 "(check the loss for divergence)")
+
+
 def check(model: onnx.ModelProto, display: str) -> None:
+    check_graph(model, display)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

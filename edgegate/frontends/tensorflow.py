@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from edgegate.frontends import SourceModel
 from edgegate.frontends.export_check import (BATCH, InputDecl, check_export, declared_inputs,
                                              rename_outputs)
 from edgegate.frontends.onnx import MAX_MODEL_BYTES
+from edgegate.zipbomb import check_zip
 
 DEFAULT_OPSET = 17
 # Graph ops that call back into Python or read / write files: refused in untrusted SavedModels.
@@ -125,6 +127,11 @@ def _load_keras(path: Path, display: str, spec):
     tf = _tf()
     keras = require("keras", extra="tensorflow")
     safe = not spec.trust_custom_objects
+    if zipfile.is_zipfile(path):           # a .keras archive: declared sizes, before Keras inflates it
+        check_zip(path, display, MAX_MODEL_BYTES)
+    elif path.suffix.lower() == ".keras":
+        raise InputError("not a .keras archive (a .keras file is a zip; this one is corrupt or "
+                         "truncated)", file=display, fix="re-save it with model.save('model.keras')")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

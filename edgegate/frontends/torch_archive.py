@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgegate.errors import InputError, UnsafeInputError
+from edgegate.zipbomb import check_zip
 
 TORCHSCRIPT = "torchscript"
 EXPORTED_PROGRAM = "exported-program"
 CHECKPOINT = "checkpoint"
+MAX_UNPACKED_BYTES = 8 << 30
 
 # Parts of a .pt2 archive whose loading runs native code or a full unpickler.
 _NATIVE_DIRS = ("data/aotinductor/", "data/executorch/", "data/mtia")
@@ -48,9 +50,11 @@ def inspect(path: Path, display: str) -> TorchFile:
             head = fh.read(2)
         if head[:1] == b"\x80":       # pickle protocol 2+: a legacy torch.save file
             return TorchFile(CHECKPOINT)
-        raise InputError("not a PyTorch file (neither a torch zip archive nor a pickle)",
+        raise InputError("not a PyTorch file (neither a complete torch zip archive nor a pickle; "
+                         "corrupt or truncated?)",
                          file=display, fix="save with torch.jit.save, torch.export.save or "
                                            "torch.save(model.state_dict(), ...)")
+    check_zip(path, display, MAX_UNPACKED_BYTES)      # declared sizes, before torch reads it
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()

@@ -174,6 +174,14 @@ class PolicyChange(_Record):
     allowed: bool                      # loosening allowed by the base commit's configuration
 
 
+class DiskUsage(_Record):
+    """What the run wrote: the artifacts it keeps and the largest its work folder grew."""
+
+    artifact_bytes_total: int = 0      # every file under OUT/artifacts at the end of the run
+    work_bytes_peak: int = 0           # the largest one model's OUT/.work folder grew to
+    work_dir_removed: bool = True      # OUT/.work deleted at the end (false with --keep-work)
+
+
 class Report(_Record):
     schema_version: Literal[1] = SCHEMA_VERSION
     edgegate_version: str
@@ -191,6 +199,7 @@ class Report(_Record):
     policy_changes: list[PolicyChange] = Field(default_factory=list)   # head's limits vs base's
     carried: list[ModelReport] = Field(default_factory=list)   # unchanged models, from the cache
     only: list[str] = Field(default_factory=list)   # MODEL@DEVICE pairs of a partial report
+    disk: DiskUsage | None = None      # disk usage of the run (absent in older reports)
 
 
 def finite(value: float | None) -> float | None:

@@ -63,8 +63,8 @@ def test_arbitrary_yaml_only_ever_raises_config_error(text):
     _load_both(text)
 
 
-@settings(max_examples=15, deadline=None)
-@given(st.integers(1, 2000), st.sampled_from(["flow-list", "flow-map", "block"]))
+@settings(max_examples=8, deadline=None)
+@given(st.integers(1, 1500), st.sampled_from(["flow-list", "flow-map", "block"]))
 def test_deep_nesting_is_a_config_error(depth, style):
     text = {"flow-list": "[" * depth + "]" * depth,
             "flow-map": "{a: " * depth + "1" + "}" * depth,

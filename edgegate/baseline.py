@@ -47,7 +47,23 @@ def extract(git: Git, commit: str, paths: list[str], dest: Path) -> None:
         for member in tar.getmembers():
             if prefix and member.name.startswith(prefix):
                 member.name = member.name[len(prefix):]
-        tar.extractall(dest, filter="data")
+        _safe_extract(tar, dest)
+
+
+def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Regular files and folders only, never outside ``dest`` (tarfile's "data" filter exists only
+    from Python 3.11.4 / 3.10.12; Debian bookworm's Python 3.11.2 lacks it)."""
+    root = dest.resolve()
+    members = []
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or (target != root and root not in target.parents):
+            continue
+        members.append(member)
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, members=members, filter="data")
+    else:
+        tar.extractall(dest, members=members)
 
 
 def base_results(job: ModelJob, model: ModelReport, base: str, git: Git, loaded: LoadedConfig,

@@ -60,3 +60,6 @@ def test_exit_codes():
     assert exit_code_for([failed, bad_input], []) == 2
     assert exit_code_for([bad_input, crash], []) == 3
     assert exit_code_for([], [ErrorInfo(kind="config", message="x")]) == 2
+    too_slow = ModelReport(path="e", name="e", status="error",
+                           error=ErrorInfo(kind="isolation", message="timed out after 20 s"))
+    assert exit_code_for([too_slow], []) == 2

@@ -114,6 +114,11 @@ class PrecisionSearch:
         self.scorer = Scorer(baseline_path, evaluation, make_runner, spec.search_samples)
         labelled = self.scorer.accuracy_fp32 is not None
         self.budget = budget_for(limits, labelled, self.scorer.classes)
+        # size limits bound the speed pass: a layer kept in float for speed must not break them
+        self.size_before = baseline_path.stat().st_size
+        self.min_size_ratio = getattr(limits.get("min_size_ratio"), "value", None)
+        self.max_size_bytes = (limits["max_size_mb"].value * 1e6 if limits.get("max_size_mb")
+                               else None)
         self.candidates: list[dict] = []
         self.feed = calibration.feed(0)
         self._fp32 = make_runner(baseline_path)
@@ -360,6 +365,13 @@ class PrecisionSearch:
             self.candidates.append(rec)
             if pair.speedup_ci95[0] <= SPEED_MARGIN:   # not clearly faster in float: keep INT8
                 rec["accepted"] = False
+                path.unlink(missing_ok=True)
+                continue
+            size = path.stat().st_size
+            if (self.min_size_ratio and self.size_before / size < self.min_size_ratio) or \
+                    (self.max_size_bytes and size > self.max_size_bytes):
+                rec["accepted"] = False
+                rec["note"] = "faster in float, but the artifact would break the device's size limit"
                 path.unlink(missing_ok=True)
                 continue
             # a second, independent interleaved measurement must agree before a layer is undone:

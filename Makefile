@@ -29,7 +29,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 benchmarks: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/compare_quantize.py
+	$(PY) benchmarks/compare_runtimes.py
 
 # The Action's container: build the image (docker/Dockerfile) and run it like the GitHub runner
 # against a fixture repository and the fake GitHub. On this machine it starts a private dockerd.

@@ -30,17 +30,6 @@ import digits  # noqa: E402
 import quant_models  # noqa: E402
 
 
-def build_models(folder: Path, quick: bool) -> dict[str, Path]:
-    import torch
-
-    torch.set_num_threads(2)
-    cnn, _ = digits.train_cnn(seed=0, epochs=2 if quick else 6, width=16 if quick else 32)
-    out = {"digits-cnn": digits.export_onnx(cnn, folder / "digits-cnn.onnx")}
-    att, _ = quant_models.train_attention(seed=0, epochs=3 if quick else 8)
-    out["digits-attention"] = digits.export_onnx(att, folder / "digits-attention.onnx")
-    return out
-
-
 def compile_with(target, src: Path, workdir: Path, calibration, evaluation, threads: int):
     import onnx
 
@@ -91,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         started = time.monotonic()
-        models = build_models(folder, args.quick)
+        models = quant_models.benchmark_models(folder, args.quick, outlier=False)
         print(f"built and trained {len(models)} models in {time.monotonic() - started:.0f} s",
               file=sys.stderr)
         for name, fp32 in models.items():

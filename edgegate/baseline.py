@@ -157,6 +157,8 @@ def _time_against_base(model: ModelReport, head: DeviceResult, base: DeviceResul
             "speedup_vs_base": pair.speedup, "speedup_vs_base_ci95": list(pair.speedup_ci95)}
 
 
+SIZE_TOLERANCE = 0.01       # an artifact more than 1% larger than the base's: regressed (bytes
+                            # of quantization parameters move with every retraining)
 SLOWER_THAN_BASE = 0.95     # head/base speed ratio whose whole 95% interval lies below this: regressed
 
 
@@ -169,7 +171,7 @@ def compare(head: DeviceResult, base: DeviceResult, commit: str, path: str,
         h, b = getattr(hm, k), getattr(bm, k)
         delta[k] = (h - b) if (h is not None and b is not None) else None
     regressions = []
-    if (delta["size_bytes_after"] or 0) > 0:
+    if bm.size_bytes_after and (delta["size_bytes_after"] or 0) > SIZE_TOLERANCE * bm.size_bytes_after:
         regressions.append("size_bytes_after")
     if delta["accuracy_after"] is not None and delta["accuracy_after"] < 0 and hm.metric in ("top1", "top5"):
         regressions.append("accuracy_after")

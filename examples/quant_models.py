@@ -119,3 +119,19 @@ def train_attention(seed: int = 0, epochs: int = 8):
     with torch.no_grad():
         pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
     return model, float((pred == y_test).mean() * 100)
+
+
+def benchmark_models(folder: Path, quick: bool, outlier: bool = True) -> dict[str, Path]:
+    """The benchmark set, trained here: the digits CNN, (optionally) its outlier twin, and the
+    small attention classifier, exported to ONNX in ``folder``."""
+    import torch
+
+    torch.set_num_threads(2)
+    cnn, _ = digits.train_cnn(seed=0, epochs=2 if quick else 6, width=16 if quick else 32)
+    out = {"digits-cnn": digits.export_onnx(cnn, folder / "digits-cnn.onnx")}
+    if outlier:
+        out["digits-outlier"] = folder / "digits-outlier.onnx"
+        inject_outliers(out["digits-cnn"], out["digits-outlier"])
+    att, _ = train_attention(seed=0, epochs=3 if quick else 8)
+    out["digits-attention"] = digits.export_onnx(att, folder / "digits-attention.onnx")
+    return out

@@ -53,8 +53,14 @@ def environment(template_dir: Path | None = None) -> SandboxedEnvironment:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                keep_trailing_newline=True, autoescape=False)
     env.filters.update(md=md, bytes=fmt_bytes, num=fmt_num)
-    env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon)
+    env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon, limit_sources=limit_sources)
     return env
+
+
+def limit_sources(report: Report) -> list[str]:
+    """The policy files that set a limit this report checked (in the order they were stacked)."""
+    used = {c.source.rsplit(":", 1)[0] for m in report.models for r in m.results for c in r.checks}
+    return [f for f in report.policy_files if f in used]
 
 
 def icon(status: str) -> str:

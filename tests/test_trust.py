@@ -252,12 +252,7 @@ def test_repeated_runs_on_an_unchanged_model_never_change_the_verdict(model_repo
         load_proc.join()
     # the latency gate decides on interval bounds: it must never flip on the load
     assert len({s["min_speedup"] for s in statuses}) == 1, statuses
-    if len(set(verdicts)) > 1 and len(set(sizes)) > 1:
-        # Known and not this gate's decision: the precision search (stages/search.py) keeps layers
-        # in float on single interleaved timings, so under load it can ship a different artifact
-        # (and min_size_ratio then differs). Reported to the search's owner; the cache makes
-        # repeated runs of an unchanged model identical in practice.
-        pytest.xfail(f"the precision search shipped different artifacts under load: sizes {sizes}, "
-                     f"verdicts {verdicts}")
+    # the precision search may ship slightly different artifacts under load (it keeps a layer
+    # in float only on a confirmed margin, and never past a size limit), but never another verdict
     assert len(set(verdicts)) == 1, verdicts
     assert all(s == statuses[0] for s in statuses), statuses

@@ -49,3 +49,15 @@ def test_comment_degrades_to_fit_the_limit(report):
     assert "<details>" not in text                    # details collapsed away first
     full = render(many, "comment")
     assert len(full) > COMMENT_LIMIT
+
+
+def test_speedup_chart_for_several_measured_devices(report):
+    model = report.models[0]
+    twin = model.results[0].model_copy(update={"device": 'evil"] ; click x call'})
+    two = report.model_copy(update={"models": [model.model_copy(
+        update={"results": [model.results[0], twin]})]})
+    text = render_comment(two)
+    assert "```mermaid" in text and "xychart-beta" in text
+    chart = text[text.index("```mermaid"):text.index("```", text.index("```mermaid") + 3)]
+    assert '"evil__ _ click x call"' in chart and 'evil"' not in chart
+    assert "```mermaid" not in render_comment(report)      # one measured device: no chart

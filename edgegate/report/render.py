@@ -32,6 +32,11 @@ def md(text: object) -> str:
     return s
 
 
+def chart_label(text: object) -> str:
+    """A device id for a Mermaid chart label: only characters that cannot end the label."""
+    return re.sub(r"[^A-Za-z0-9._ -]", "_", str(text))[:40]
+
+
 def fmt_bytes(n: int | None) -> str:
     if n is None:
         return "—"
@@ -52,7 +57,7 @@ def environment(template_dir: Path | None = None) -> SandboxedEnvironment:
     env = SandboxedEnvironment(loader=FileSystemLoader(dirs + [str(TEMPLATES)]),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                keep_trailing_newline=True, autoescape=False)
-    env.filters.update(md=md, bytes=fmt_bytes, num=fmt_num)
+    env.filters.update(md=md, bytes=fmt_bytes, num=fmt_num, chart_label=chart_label)
     env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon, limit_sources=limit_sources)
     return env
 

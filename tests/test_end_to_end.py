@@ -78,7 +78,7 @@ def test_report_records_where_and_how_it_was_measured(gated):
     meas = result["measurement"]
     assert meas["runtime"] == "onnxruntime" and meas["threads"] >= 1 and meas["where"] == "host"
     q = result["quantization"]
-    assert q["calibration_method"] == "minmax" and q["per_channel"] is True
+    assert q["calibration_method"] == "minmax" and isinstance(q["per_channel"], bool)   # chosen by measurement
     assert q["activation_type"] in ("uint8", "int8")
     assert len(q["activation_type_candidates"]) == 2          # both measured, the faster shipped
     # the precision search may keep a layer in float (for accuracy or measured speed), with a reason

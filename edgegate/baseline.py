@@ -143,8 +143,10 @@ def _time_against_base(model: ModelReport, head: DeviceResult, base: DeviceResul
         threads = ctx.devices[head.device].profile.threads or ctx.config.benchmark.threads
         inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in model.info.get("inputs", [])]
         feed = prepare_data(job.spec, inputs, ctx.root).evaluation.feed(0)
-        head_runner = target.runner(ctx.out_dir / head.artifact.path, threads, job.path)
-        base_runner = target.runner(base_out / base.artifact.path, threads, job.path)
+        head_runner = target.runner(ctx.out_dir / head.artifact.path, threads, job.path,
+                                    head.artifact.input_binding)
+        base_runner = target.runner(base_out / base.artifact.path, threads, job.path,
+                                    base.artifact.input_binding)
         bench = ctx.config.benchmark
         ctx.progress.step(f"{model.name} → {head.device}: timing base vs head artifacts interleaved")
         pair = benchmark_pair(lambda: base_runner.infer(feed), lambda: head_runner.infer(feed),

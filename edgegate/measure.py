@@ -75,6 +75,7 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
 
 def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
                  out_dir: Path, devices: dict, progress: Progress, runner_label: str | None) -> DeviceResult:
+    from edgegate.pipeline import confirm_failing_speed
     from edgegate.stages.benchmark import benchmark_one, benchmark_pair
     from edgegate.stages.evaluate import collect_outputs, fidelity, pick_output, score, stacked
     from edgegate.stats import paired_accuracy
@@ -100,7 +101,7 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
     inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in model.info.get("inputs", [])]
     data = prepare_data(spec, inputs, loaded.root)
     target = load_target(r.target)
-    runner = target.runner(dest, threads, model.path)
+    runner = target.runner(dest, threads, model.path, r.artifact.input_binding)
     baseline = None
     source = loaded.root / model.path
     if r.target == "onnxruntime" and model.framework == "onnx" and source.is_file():
@@ -114,11 +115,7 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
         pair = benchmark_pair(lambda: baseline.infer(feed), lambda: runner.infer(feed),
                               warmup=bench.warmup, repeats=bench.repeats, min_time_s=bench.min_time_s,
                               max_time_s=bench.max_time_s)
-        m.update(latency_p50_ms_before=pair.before.p50_ms, latency_p50_ms_after=pair.after.p50_ms,
-                 latency_p90_ms_before=pair.before.p90_ms, latency_p90_ms_after=pair.after.p90_ms,
-                 latency_p50_ci95_ms_before=list(pair.before.ci95_ms),
-                 latency_p50_ci95_ms_after=list(pair.after.ci95_ms), latency_runs=pair.after.runs,
-                 speedup=pair.speedup, speedup_ci95=list(pair.speedup_ci95))
+        m.update(pair.metrics())
     else:
         progress.step("timing the artifact on this device (no FP32 model runs here)")
         t = benchmark_one(lambda: runner.infer(feed), warmup=bench.warmup, repeats=bench.repeats,
@@ -150,11 +147,25 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
                 m["discordant_samples"] = None
                 m.setdefault("not_measured", {})["accuracy_drop_ci95_pp"] = \
                     "the FP32 model does not run on this device"
+    profile = dev.profile if dev else DeviceProfile(target=r.target)
+    resolved = ResolvedDevice(r.device, r.target, profile, _limits_from_checks(r))
+    confirmation = None
+    if baseline is not None:
+        def retime():
+            fresh = target.runner(dest, threads, model.path, r.artifact.input_binding)
+            fresh_base = target.runner(source, threads, model.path)
+            return benchmark_pair(lambda: fresh_base.infer(feed), lambda: fresh.infer(feed),
+                                  warmup=bench.warmup, repeats=bench.repeats,
+                                  min_time_s=bench.min_time_s, max_time_s=bench.max_time_s, seed=1)
+
+        confirmation = confirm_failing_speed(m, resolved, pair, retime, progress,
+                                             f"{model.path}@{r.device}")
     measurement = {**runner.measurement, "where": "device", "device": r.device,
                    "machine": host_machine(), "runner_label": runner_label,
                    "measured_on_device": [k for k in DEVICE_FIELDS if k not in kept],
                    "kept_from_host": kept, "host_measurement": r.measurement}
+    if confirmation:
+        measurement["speed_confirmation"] = confirmation
     result = r.model_copy(update={"metrics": Metrics(**m), "measurement": measurement,
                                   "status": "passed", "checks": [], "violations": []})
-    profile = dev.profile if dev else DeviceProfile(target=r.target)
-    return check_result(result, ResolvedDevice(r.device, r.target, profile, _limits_from_checks(r)))
+    return check_result(result, resolved)

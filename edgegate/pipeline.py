@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import onnx
@@ -26,7 +27,7 @@ from edgegate.progress import Progress
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
-from edgegate.stages.benchmark import benchmark_pair
+from edgegate.stages.benchmark import PairTiming, benchmark_pair, pooled
 from edgegate.stages.evaluate import collect_outputs, fidelity, pick_output, score, stacked
 from edgegate.stages.optimize import optimize
 from edgegate.targets import availability, load_target
@@ -212,7 +213,7 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
             shutil.move(str(extra), artifact.with_name(f"{slug(name)}-{slug(device.id)}-{extra.name}"))
         art = Artifact(path=artifact.relative_to(ctx.out_dir).as_posix(), sha256=sha256_of(artifact),
                        size_bytes=size_of(artifact), precision=compiled.precision,
-                       format=compiled.format)
+                       format=compiled.format, input_binding=compiled.input_binding)
         size_before = size_of(source.onnx_path) if source.framework == "onnx" else None
         size_before = _source_size(job, ctx.root) or size_before
         metrics: dict = {"size_bytes_before": size_before, "size_bytes_after": art.size_bytes,
@@ -223,8 +224,8 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
         measurement: dict = {}
         if compiled.measurable:
             threads = device.profile.threads or ctx.config.benchmark.threads
-            runner = target.runner(artifact, threads, display)
-            baseline = target.runner(compiled.baseline, threads, display)
+            runner = target.runner(artifact, threads, display, art.input_binding)
+            baseline = target.runner(compiled.baseline, threads, display, art.input_binding)
             measurement = dict(runner.measurement)
             bench = ctx.config.benchmark
             feed = data.evaluation.feed(0)
@@ -233,12 +234,7 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
                                   warmup=bench.warmup, repeats=bench.repeats,
                                   min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
             measurement["baseline"] = f"FP32 model on {measurement.get('runtime')} (same process, interleaved)"
-            metrics.update(latency_p50_ms_before=pair.before.p50_ms, latency_p50_ms_after=pair.after.p50_ms,
-                           latency_p90_ms_before=pair.before.p90_ms, latency_p90_ms_after=pair.after.p90_ms,
-                           latency_p50_ci95_ms_before=list(pair.before.ci95_ms),
-                           latency_p50_ci95_ms_after=list(pair.after.ci95_ms),
-                           latency_runs=pair.after.runs, speedup=pair.speedup,
-                           speedup_ci95=list(pair.speedup_ci95))
+            metrics.update(pair.metrics())
             progress.step(f"{name} → {device.id}: evaluating on {len(data.evaluation)} samples")
             new_outputs = collect_outputs(runner.infer, data.evaluation, display)
             fid = fidelity(ref_outputs, new_outputs)
@@ -263,6 +259,19 @@ def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, inf
                     not_measured[key] = "no labelled evaluation data"
             if fid.get("top1_agreement") is None and "top1_agreement" not in not_measured:
                 not_measured["top1_agreement"] = "the output is not one score vector per sample"
+            del runner, baseline
+
+            def retime():
+                fresh = target.runner(artifact, threads, display, art.input_binding)
+                fresh_base = target.runner(compiled.baseline, threads, display, art.input_binding)
+                return benchmark_pair(lambda: fresh_base.infer(feed), lambda: fresh.infer(feed),
+                                      warmup=bench.warmup, repeats=bench.repeats,
+                                      min_time_s=bench.min_time_s, max_time_s=bench.max_time_s, seed=1)
+
+            confirmation = confirm_failing_speed(metrics, device, pair, retime, progress,
+                                                 f"{name} → {device.id}")
+            if confirmation:
+                measurement["speed_confirmation"] = confirmation
         else:
             why = compiled.not_measurable_reason or "this machine cannot run the artifact"
             for key in ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p50_ms_after",
@@ -319,3 +328,28 @@ def _publish_artifact(path: Path, out_dir: Path, name: str, device: str, precisi
     return dest
 
 
+def confirm_failing_speed(metrics: dict, device: ResolvedDevice | None, first: PairTiming,
+                          retime: Callable[[], PairTiming], progress: Progress, label: str) -> dict | None:
+    """A failing speed gate is confirmed before it is reported: ``retime()`` takes a second,
+    independent interleaved measurement with fresh sessions (called after the evaluation, so at
+    another moment of the machine's load), and ``metrics`` gets both pooled, so that one window of
+    load on a shared machine cannot fail a pull request on its own. Returns the record of it."""
+    if device is None or not _speed_gate_fails(metrics, device):
+        return None
+    progress.step(f"{label}: a speed limit fails; confirming with a second independent measurement")
+    again = retime()
+    metrics.update(pooled(first, again).metrics())
+    return {"why": "a speed limit failed on the first measurement",
+            "first": {"speedup": round(first.speedup, 4), "runs": first.after.runs,
+                      "speedup_ci95": [round(v, 4) for v in first.speedup_ci95]},
+            "second": {"speedup": round(again.speedup, 4), "runs": again.after.runs,
+                       "speedup_ci95": [round(v, 4) for v in again.speedup_ci95]},
+            "decided_on": "both measurements pooled"}
+
+
+def _speed_gate_fails(metrics: dict, device: ResolvedDevice) -> bool:
+    """Would a latency limit of this device fail on these timings (decided as check_result does)?"""
+    result = DeviceResult(device=device.id, target=device.target, status="passed",
+                          metrics=Metrics(**metrics))
+    return any(c.metric in ("speedup", "latency_p50_ms_after")
+               for c in check_result(result, device).violations)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edgegate.stages.benchmark import benchmark_one, benchmark_pair
+from edgegate.stages.benchmark import benchmark_one, benchmark_pair, pooled
 from edgegate.stages.evaluate import fidelity, mse, score, stacked, topk
 
 
@@ -40,6 +40,54 @@ def test_pair_interleaves_and_measures_the_ratio():
     timed = calls[4:]                                # after warm-up
     assert timed[:4] == ["a", "b", "b", "a"]         # order alternates round by round
     assert result.before.p50_ms == pytest.approx(4.0, abs=0.25)
+
+
+def test_a_burst_of_load_widens_the_interval_instead_of_shifting_it():
+    """Noise on a shared machine is correlated in time: 60 of 100 rounds run under a burst that
+    hides the speedup. The point estimate is skewed, but the block bootstrap's interval reaches
+    the unloaded ratio, so a gate deciding on the interval's upper bound does not fail on it."""
+    clock = StepClock()
+    noise = itertools.cycle([0.0, 0.0001, -0.0001, 0.00005])
+    rounds = [0]
+
+    def a():
+        clock.now += 0.004 + next(noise)
+
+    def b():
+        rounds[0] += 1
+        clock.now += (0.004 if rounds[0] <= 60 else 0.002) + next(noise)
+
+    p = benchmark_pair(a, b, warmup=0, repeats=100, min_time_s=0, max_time_s=100, clock=clock)
+    assert p.speedup < 1.1                              # skewed by the burst
+    lo, hi = p.speedup_ci95
+    assert lo <= p.speedup and hi > 1.8                 # but the interval reaches the clean 2x
+    steady = benchmark_pair(a, a, warmup=0, repeats=100, min_time_s=0, max_time_s=100, clock=clock)
+    assert steady.speedup_ci95[1] - steady.speedup_ci95[0] < 0.2     # no burst: a narrow interval
+
+
+def test_pooled_timings_decide_on_both_windows():
+    def measured(cost_a, cost_b, seed):
+        clock = StepClock()
+        noise = itertools.cycle([0.0, 0.0001, -0.0001])
+
+        def a():
+            clock.now += cost_a + next(noise)
+
+        def b():
+            clock.now += cost_b + next(noise)
+
+        return benchmark_pair(a, b, warmup=0, repeats=40, min_time_s=0.0, max_time_s=10,
+                              clock=clock, seed=seed)
+
+    loaded = measured(0.005, 0.004, 0)        # a window where load compressed the ratio
+    clean = measured(0.004, 0.002, 1)
+    assert len(loaded.samples_s[0]) == len(loaded.samples_s[1]) == 40
+    both = pooled(loaded, clean)
+    assert both.before.runs == both.after.runs == 80
+    assert loaded.speedup_ci95[1] < 1.3 and clean.speedup_ci95[0] > 1.8
+    assert loaded.speedup < both.speedup < clean.speedup
+    assert both.speedup_ci95[0] <= both.speedup <= both.speedup_ci95[1]
+    assert pooled(loaded, clean) == both                       # fixed seed: same timings, same numbers
 
 
 def test_min_time_extends_and_max_time_caps_the_runs():

@@ -86,7 +86,8 @@ def test_on_linux_latency_and_accuracy_are_not_measurable(from_onnx):
 def test_on_macos_the_same_runner_predicts(from_onnx, digits_onnx_cached):
     target, compiled, _ = from_onnx
     ev = np.load(digits_onnx_cached / "data" / "evaluation.npz")
-    runner = target.runner(compiled.artifact)
+    # a fresh target, as `edgegate measure` on a macOS runner has: the binding comes from the report
+    runner = type(target)().runner(compiled.artifact, binding=compiled.input_binding)
     pred = [runner.infer({"input": ev["input"][i:i + 1]})[0].argmax() for i in range(100)]
     assert np.mean(np.array(pred) == ev["labels"][:100]) > 0.85
 

@@ -90,6 +90,26 @@ def test_int8_share_and_where_it_was_measured(report):
     assert "not on a Raspberry Pi 4" in meas["device_note"]
 
 
+def test_a_device_runner_feeds_the_channels_last_artifact_from_the_report(report):
+    """`edgegate measure` (a self-hosted Raspberry Pi job) loads the artifact in a fresh process:
+    the layout it needs comes from report.json, not from the compile that made it."""
+    import subprocess
+    import sys
+
+    out, rep = report
+    r = _result(report, "raspberry-pi-4")
+    assert r["artifact"]["input_binding"] == {"input": {"transpose": [0, 2, 3, 1]}}
+    proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "measure", str(out),
+                           "--only", "models/digits.onnx@raspberry-pi-4", "--out", str(out.parent / "measured"),
+                           "--runner-label", "pi-1"], cwd=out.parent, capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    measured = json.loads((out.parent / "measured/report.json").read_text())
+    (m,) = measured["models"][0]["results"]
+    assert m["measurement"]["where"] == "device" and m["measurement"]["runner_label"] == "pi-1"
+    assert m["metrics"]["top1_agreement"] > 0.95          # fed NHWC as the artifact wants
+    assert m["metrics"]["accuracy_after"] == pytest.approx(r["metrics"]["accuracy_after"], abs=0.5)
+
+
 def test_custom_fp16_device_from_the_policy(report):
     r = _result(report, "my-board")
     assert r["status"] in ("passed", "failed"), r

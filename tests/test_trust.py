@@ -90,6 +90,28 @@ def test_a_loosened_policy_passes_when_the_base_commit_allows_it(model_repo):
     assert "policy.yml" in report["policy_files"]
 
 
+def test_a_failing_speed_limit_is_confirmed_by_a_second_timing(model_repo):
+    (model_repo / "policy.yml").write_text(POLICY.format(drop=50.0, speed=50.0))
+    (model_repo / "edgegate.yml").write_text((model_repo / "edgegate.yml").read_text() +
+                                             "policy: policy.yml\nquantization:\n  search_time_s: 5\n")
+    commit_all(model_repo, "a speed limit no model meets")
+    proc = edgegate("run", "models/digits.onnx", "--no-cache", cwd=model_repo)
+    assert proc.returncode == 1, proc.stderr
+    result = load(model_repo / ".edgegate/report.json")["models"][0]["results"][0]
+    assert [v["limit"] for v in result["violations"]] == ["min_speedup"]
+    sc = result["measurement"]["speed_confirmation"]
+    assert sc["decided_on"] == "both measurements pooled"
+    for one in (sc["first"], sc["second"]):
+        lo, hi = one["speedup_ci95"]
+        assert lo <= one["speedup"] <= hi < 50
+    m = result["metrics"]
+    lo_pooled, hi_pooled = m["speedup_ci95"]
+    assert lo_pooled <= m["speedup"] <= hi_pooled
+    assert m["latency_runs"] == sc["first"]["runs"] + sc["second"]["runs"]      # pooled rounds
+    comment = (model_repo / ".edgegate/comment.md").read_text()
+    assert "a second independent timing was taken" in comment and "decided on both pooled" in comment
+
+
 # ------------------------------------------------------------------ baseline + cache (two commits)
 
 
@@ -234,10 +256,24 @@ def _burn(seconds):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known open bug (issue 7 left open): under load the precision "
-                   "search (stages/search.py) can still ship a configuration whose min_speedup gate "
-                   "differs between runs of an unchanged model")
 def test_repeated_runs_on_an_unchanged_model_never_change_the_verdict(model_repo):
+    """Five gate runs of one unchanged model, with the other core busy throughout.
+
+    The model is the digits CNN at width 32. Its INT8 speedup, measured here under this load at
+    two threads, was 1.85-2.44x in each of 60 windows of 0.2 s: clear of the built-in min_speedup
+    1.1. So a flip could only come from the gate itself: a skewed interval, or a search that falls
+    back to FP32 or dynamic INT8 on a burst (the width-16 model showed both before the fixes).
+    The width-16 model is not used here. Under the same load its speedup moved between 0.8x and
+    1.6x from one 0.2 s window to the next, across the limit, and no gate can give such a model a
+    single verdict. When it fails, its report shows both timings."""
+    import digits
+
+    model, _ = digits.train_cnn(seed=0, epochs=3, width=32)
+    digits.export_onnx(model, model_repo / "models/digits.onnx")
+    # the benchmark settings users get (conftest's CONFIG shortens them for speed)
+    config = (model_repo / "edgegate.yml").read_text()
+    (model_repo / "edgegate.yml").write_text(config[:config.index("benchmark:")])
+    commit_all(model_repo, "the width-32 model")
     verdicts, statuses, sizes = [], [], []
     load_proc = multiprocessing.get_context("spawn").Process(target=_burn, args=(300,), daemon=True)
     load_proc.start()
@@ -255,7 +291,8 @@ def test_repeated_runs_on_an_unchanged_model_never_change_the_verdict(model_repo
         load_proc.join()
     # the latency gate decides on interval bounds: it must never flip on the load
     assert len({s["min_speedup"] for s in statuses}) == 1, statuses
-    # the precision search may ship slightly different artifacts under load (it keeps a layer
-    # in float only on a confirmed margin, and never past a size limit), but never another verdict
-    assert len(set(verdicts)) == 1, verdicts
-    assert all(s == statuses[0] for s in statuses), statuses
+    # every speed decision of the precision search needs a margin confirmed twice, a failing
+    # speed limit is confirmed by a second timing, and FP32 is never shipped in place of INT8 when
+    # it cannot meet min_speedup: the verdict and every check stay the same under load
+    assert len(set(verdicts)) == 1, (verdicts, sizes)
+    assert all(s == statuses[0] for s in statuses), (statuses, sizes)

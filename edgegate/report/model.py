@@ -66,6 +66,11 @@ class Artifact(_Record):
     size_bytes: int
     precision: str
     format: str
+    # how the artifact is fed, per source (ONNX) input, when not as the source is:
+    # {"transpose": [0, 2, 3, 1]} for a channels-last artifact, {"name": ...} for a renamed input.
+    # Every runner of the artifact (gate, base-vs-head timing, `edgegate measure` on a device) and
+    # the device app read it from here.
+    input_binding: dict[str, dict[str, Any]] | None = None
 
 
 class ErrorInfo(_Record):

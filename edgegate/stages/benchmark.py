@@ -2,8 +2,11 @@
 
 Two models are timed in the same process, interleaved (A B, then B A, ...), so that drift and
 noise from the rest of the machine hit both alike and the speedup is a ratio measured side by
-side. Intervals are bootstrap intervals with a fixed seed, so the same timings give the same
-numbers.
+side. Intervals are block-bootstrap intervals with a fixed seed, so the same timings give the
+same numbers: consecutive rounds are resampled in contiguous blocks (BLOCKS per measurement),
+because noise on a shared machine is correlated in time (a burst of load slows many rounds in a
+row). Resampling single rounds would treat a burst as many independent observations and give a
+narrow interval around a skewed value; resampling blocks makes a burst widen the interval.
 """
 
 from __future__ import annotations
@@ -37,11 +40,35 @@ class PairTiming:
     after: Timing
     speedup: float                    # before p50 / after p50
     speedup_ci95: tuple[float, float]
+    samples_s: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())   # raw, in interleaved order
+
+    def metrics(self) -> dict:
+        """The report's latency fields (report.model.Metrics) for FP32 before, artifact after."""
+        return dict(latency_p50_ms_before=self.before.p50_ms, latency_p50_ms_after=self.after.p50_ms,
+                    latency_p90_ms_before=self.before.p90_ms, latency_p90_ms_after=self.after.p90_ms,
+                    latency_p50_ci95_ms_before=list(self.before.ci95_ms),
+                    latency_p50_ci95_ms_after=list(self.after.ci95_ms), latency_runs=self.after.runs,
+                    speedup=self.speedup, speedup_ci95=list(self.speedup_ci95))
 
 
-def _timing(samples_s: np.ndarray, rng: np.random.Generator, boots: int = 1000) -> Timing:
+BLOCKS = 10
+BOOTS = 1000
+
+
+def block_resamples(n: int, rng: np.random.Generator, boots: int = BOOTS,
+                    blocks: int = BLOCKS) -> np.ndarray:
+    """(boots, n) indices: each row is ``blocks`` contiguous runs of rounds drawn with
+    replacement (non-overlapping block bootstrap), cut to n."""
+    size = max(1, -(-n // blocks))
+    starts = np.arange(0, n, size)
+    picked = starts[rng.integers(0, len(starts), size=(boots, len(starts)))]
+    idx = (picked[:, :, None] + np.arange(size)[None, None, :]).reshape(boots, -1)
+    idx = np.where(idx < n, idx, idx - size)          # the last block may be short: wrap inside it
+    return np.clip(idx, 0, n - 1)[:, :n]
+
+
+def _timing(samples_s: np.ndarray, idx: np.ndarray) -> Timing:
     ms = samples_s * 1e3
-    idx = rng.integers(0, len(ms), size=(boots, len(ms)))
     medians = np.median(ms[idx], axis=1)
     lo, hi = np.percentile(medians, [2.5, 97.5])
     return Timing(float(np.median(ms)), float(np.percentile(ms, 90)), float(np.mean(ms)),
@@ -78,13 +105,27 @@ def benchmark_pair(before: Callable[[], object], after: Callable[[], object], *,
             break
         if rounds >= repeats and elapsed >= min_time_s:
             break
+    return _pair(np.asarray(a), np.asarray(b), seed)
+
+
+def _pair(arr_a: np.ndarray, arr_b: np.ndarray, seed: int) -> PairTiming:
     rng = np.random.default_rng(seed)
-    arr_a, arr_b = np.asarray(a), np.asarray(b)
-    t_a, t_b = _timing(arr_a, rng), _timing(arr_b, rng)
-    idx = rng.integers(0, len(arr_a), size=(1000, len(arr_a)))
+    # rounds are resampled as pairs (the two models of one round ran under the same conditions)
+    # and in blocks of consecutive rounds (see the module docstring)
+    idx = block_resamples(len(arr_a), rng)
+    t_a, t_b = _timing(arr_a, idx), _timing(arr_b, idx)
     ratios = np.median(arr_a[idx], axis=1) / np.median(arr_b[idx], axis=1)
     lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return PairTiming(t_a, t_b, float(np.median(arr_a) / np.median(arr_b)), (float(lo), float(hi)))
+    return PairTiming(t_a, t_b, float(np.median(arr_a) / np.median(arr_b)), (float(lo), float(hi)),
+                      (tuple(arr_a.tolist()), tuple(arr_b.tolist())))
+
+
+def pooled(*pairs: PairTiming, seed: int = 0) -> PairTiming:
+    """One timing from the rounds of several independent interleaved measurements of the same two
+    models, so that a decision rests on more than one window of the machine's load."""
+    a = np.concatenate([np.asarray(p.samples_s[0]) for p in pairs])
+    b = np.concatenate([np.asarray(p.samples_s[1]) for p in pairs])
+    return _pair(a, b, seed)
 
 
 def benchmark_one(fn: Callable[[], object], *, warmup: int = 5, repeats: int = 50,
@@ -101,4 +142,4 @@ def benchmark_one(fn: Callable[[], object], *, warmup: int = 5, repeats: int = 5
             break
         if len(samples) >= repeats and elapsed >= min_time_s:
             break
-    return _timing(np.asarray(samples), np.random.default_rng(seed))
+    return _timing(np.asarray(samples), block_resamples(len(samples), np.random.default_rng(seed)))

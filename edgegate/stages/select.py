@@ -132,8 +132,10 @@ def head_to_head(a: DeviceResult, b: DeviceResult, ctx, threads, feed) -> tuple[
     from edgegate.stages.benchmark import benchmark_pair
     from edgegate.targets import load_target
 
-    ra = load_target(a.target).runner(ctx.out_dir / a.artifact.path, threads, a.device)
-    rb = load_target(b.target).runner(ctx.out_dir / b.artifact.path, threads, b.device)
+    ra = load_target(a.target).runner(ctx.out_dir / a.artifact.path, threads, a.device,
+                                      a.artifact.input_binding)
+    rb = load_target(b.target).runner(ctx.out_dir / b.artifact.path, threads, b.device,
+                                      b.artifact.input_binding)
     bench = ctx.config.benchmark
     ctx.progress.step(f"{a.device}: timing {a.target} vs {b.target} interleaved")
     pair = benchmark_pair(lambda: ra.infer(feed), lambda: rb.infer(feed), warmup=bench.warmup,

@@ -54,6 +54,27 @@ class Compiled:
     measurable: bool = True                   # False when this machine cannot run the artifact
     not_measurable_reason: str | None = None
     extra_files: list[Path] = field(default_factory=list)
+    input_binding: dict[str, dict] | None = None  # see report.model.Artifact.input_binding
+
+
+def binding_of(perms: dict | None = None, names: dict | None = None) -> dict[str, dict] | None:
+    """The artifact's input binding from per-input transposes and input names."""
+    binding: dict[str, dict] = {}
+    for k, v in (perms or {}).items():
+        if v:
+            binding.setdefault(k, {})["transpose"] = [int(i) for i in v]
+    for k, v in (names or {}).items():
+        if v and v != k:
+            binding.setdefault(k, {})["name"] = v
+    return binding or None
+
+
+def perms_of(binding: dict | None) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v["transpose"]) for k, v in (binding or {}).items() if v.get("transpose")}
+
+
+def names_of(binding: dict | None) -> dict[str, str]:
+    return {k: v["name"] for k, v in (binding or {}).items() if v.get("name")}
 
 
 def host_machine() -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgegate._deps import require, version_of
 from edgegate.errors import ConversionError, InputError
-from edgegate.targets.base import CompileJob, Compiled, host_machine
+from edgegate.targets.base import CompileJob, Compiled, binding_of, host_machine, names_of, perms_of
 from edgegate.targets.onnx_to_tf import quiet
 
 NOT_MACOS = "Core ML prediction needs macOS (coremltools on Linux builds and validates only)"
@@ -93,12 +93,9 @@ def torch_module(source):
 class CoreMLTarget:
     id = "coreml"
 
-    def __init__(self):
-        self._perms: dict = {}
-        self._names: dict = {}
-
-    def runner(self, path: Path, threads: int | None = None, display: str = "") -> CoreMLRunner:
-        return CoreMLRunner(path, threads, display, self._perms, self._names)
+    def runner(self, path: Path, threads: int | None = None, display: str = "",
+               binding: dict | None = None) -> CoreMLRunner:
+        return CoreMLRunner(path, threads, display, perms_of(binding), names_of(binding))
 
     def compile(self, job: CompileJob) -> Compiled:
         profile = job.device.profile
@@ -113,6 +110,7 @@ class CoreMLTarget:
             ct = _ct()
         notes: list[str] = []
         module = torch_module(job.source)
+        perms: dict = {}
         if module is not None:
             path_label = "PyTorch source: torch.export + run_decompositions, then coremltools"
             convert = lambda prec: self._from_torch(ct, module, job, prec)  # noqa: E731
@@ -121,7 +119,7 @@ class CoreMLTarget:
 
             conv = onnx2tf(job.model_path, job.workdir.parent, job.info.inputs, None,
                            display=job.display)
-            self._perms = {k: v for k, v in conv.input_perms.items() if v}
+            perms = {k: v for k, v in conv.input_perms.items() if v}
             path_label = (f"ONNX -> TensorFlow SavedModel (onnx2tf {conv.onnx2tf_version}), then "
                           "coremltools' TensorFlow converter (coremltools 7+ does not read ONNX)")
             convert = lambda prec: self._from_tf(ct, conv.folder, job, prec)  # noqa: E731
@@ -133,13 +131,13 @@ class CoreMLTarget:
             if COMPRESSION[compression] is not None:
                 model = _compress(ct, model, compression, job.display)
             model.save(str(artifact))
-        validation = validate(artifact, job, self._perms)
-        self._names = validation.pop("input_names")
+        validation = validate(artifact, job, perms)
+        names = validation.pop("input_names")
         notes.append(f"Core ML ML program ({path_label}); compute precision {precision}"
                      + ("" if compression == "none" else f", weights {compression}"))
-        if self._perms:
+        if perms:
             notes.append("the Core ML model takes channels-last inputs (" +
-                         ", ".join(f"{k}: transpose{list(v)}" for k, v in self._perms.items()) +
+                         ", ".join(f"{k}: transpose{list(v)}" for k, v in perms.items()) +
                          "); the iOS app must feed that layout")
         notes.append("validated here: the spec loads and its inputs and outputs match the source "
                      f"({validation['inputs']} in, {validation['outputs']} out)")
@@ -156,7 +154,8 @@ class CoreMLTarget:
                 convert("fp32").save(str(baseline))
         return Compiled(artifact=artifact, precision=label, format="mlpackage", baseline=baseline,
                         quantization=quant, notes=notes, measurable=measurable,
-                        not_measurable_reason=None if measurable else NOT_MACOS)
+                        not_measurable_reason=None if measurable else NOT_MACOS,
+                        input_binding=binding_of(perms, names))
 
     @staticmethod
     def _precision(ct, precision: str):

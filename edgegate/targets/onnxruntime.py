@@ -54,7 +54,8 @@ def _candidates(setting: str) -> list[str]:
 class OnnxRuntimeTarget:
     id = "onnxruntime"
 
-    def runner(self, path: Path, threads: int | None = None, display: str = "") -> OrtRunner:
+    def runner(self, path: Path, threads: int | None = None, display: str = "",
+               binding: dict | None = None) -> OrtRunner:       # fed as the source model: no binding
         return OrtRunner(path, threads, display)
 
     def compile(self, job: CompileJob) -> Compiled:

@@ -177,7 +177,8 @@ def int8_nodes(runner: OpenVinoRunner, onnx_nodes: list[str]) -> list[str]:
 class OpenVinoTarget:
     id = "openvino"
 
-    def runner(self, path: Path, threads: int | None = None, display: str = "") -> OpenVinoRunner:
+    def runner(self, path: Path, threads: int | None = None, display: str = "",
+               binding: dict | None = None) -> OpenVinoRunner:       # fed as the source model: no binding
         return OpenVinoRunner(path, threads, display)
 
     def compile(self, job: CompileJob) -> Compiled:

@@ -99,7 +99,8 @@ def cuda_ready() -> tuple[bool, str]:
 class TensorRTTarget:
     id = "tensorrt"
 
-    def runner(self, path: Path, threads: int | None = None, display: str = ""):
+    def runner(self, path: Path, threads: int | None = None, display: str = "",
+               binding: dict | None = None):               # fed as the source model: no binding
         return TrtRunner(path, display)
 
     def compile(self, job: CompileJob) -> Compiled:

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgegate._deps import require, version_of
 from edgegate.errors import ConversionError, InputError
-from edgegate.targets.base import CompileJob, Compiled, host_machine
+from edgegate.targets.base import CompileJob, Compiled, binding_of, host_machine, perms_of
 from edgegate.targets.onnx_to_tf import TFConversion, convert
 
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
@@ -161,11 +161,11 @@ class TFLiteTarget:
     id = "tflite"
 
     def __init__(self):
-        self._perms: dict = {}            # input layout changes of the last compiled model
         self._device_note: str | None = None
 
-    def runner(self, path: Path, threads: int | None = None, display: str = "") -> TFLiteRunner:
-        return TFLiteRunner(path, threads, display, input_perms=self._perms,
+    def runner(self, path: Path, threads: int | None = None, display: str = "",
+               binding: dict | None = None) -> TFLiteRunner:
+        return TFLiteRunner(path, threads, display, input_perms=perms_of(binding),
                             device_note=self._device_note)
 
     def compile(self, job: CompileJob) -> Compiled:
@@ -186,7 +186,6 @@ class TFLiteTarget:
         device_name = (profile.description or job.device.id).split(",")[0]
         self._device_note = (f"measured on this {platform.machine()} host with LiteRT+XNNPACK, "
                              f"not on a {device_name}")
-        self._perms = dict(conv.input_perms)
         artifact = self._place(conv, variant, job, precision)
         baseline = self._place(conv, "float32", job, "fp32-baseline")
         notes = [f"ONNX -> TensorFlow with onnx2tf {conv.onnx2tf_version}, then the TFLite converter "
@@ -225,7 +224,7 @@ class TFLiteTarget:
                          f"{artifact.name}` on a machine with the Coral apt repository. Latency here is "
                          "LiteRT on the host CPU, not the Edge TPU")
         return Compiled(artifact=artifact, precision=precision, format="tflite", baseline=baseline,
-                        quantization=quant, notes=notes)
+                        quantization=quant, notes=notes, input_binding=binding_of(conv.input_perms))
 
     @staticmethod
     def _place(conv: TFConversion, variant: str, job: CompileJob, label: str) -> Path:

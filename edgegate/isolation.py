@@ -22,16 +22,12 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from edgegate.errors import EdgeGateError
+# Imported, not defined here: the child runs this module as __main__, and an exception class
+# defined in __main__ cannot be unpickled by the parent.
+from edgegate.errors import EdgeGateError, IsolationError
 
 DEFAULT_TIMEOUT_S = 1800.0
 POLL_S = 0.2
-
-
-class IsolationError(EdgeGateError):
-    """The child process crashed, hung or used too much memory."""
-
-    kind = "isolation"
 
 
 def isolation_enabled() -> bool:

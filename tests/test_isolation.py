@@ -43,6 +43,10 @@ def child_raises():
     raise ConversionError("no kernel for op X", file="m.onnx", fix="exclude it")
 
 
+def child_bug():
+    return {"ok": np.bool_(True)}["missing"]          # a plain exception, not an EdgeGateError
+
+
 @pytest.fixture
 def child_path(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(HERE))
@@ -72,6 +76,13 @@ def test_hang_is_stopped_at_the_timeout(child_path):
 def test_memory_cap_stops_the_child(child_path):
     with pytest.raises(IsolationError, match="memory cap of 400 MB"):
         run("child_eats_memory", memory_limit_mb=400)
+
+
+def test_a_plain_exception_in_the_child_comes_back_as_an_isolation_error(child_path):
+    # the child runs edgegate.isolation as __main__: the error class it pickles must be
+    # importable by the parent (once it was __main__.IsolationError, and unpickling failed)
+    with pytest.raises(IsolationError, match="KeyError: 'missing'"):
+        run("child_bug")
 
 
 def test_edgegate_errors_keep_their_kind_and_fix(child_path):

@@ -61,3 +61,22 @@ def test_speedup_chart_for_several_measured_devices(report):
     chart = text[text.index("```mermaid"):text.index("```", text.index("```mermaid") + 3)]
     assert '"evil__ _ click x call"' in chart and 'evil"' not in chart
     assert "```mermaid" not in render_comment(report)      # one measured device: no chart
+
+
+def test_numpy_values_in_free_form_fields_serialize_as_json_types():
+    # a multi-output model's SQNR budget once put numpy.bool into the search record, and the
+    # device result could not be written at all
+    import json
+
+    import numpy as np
+
+    from edgegate.report.model import DeviceResult
+
+    r = DeviceResult(device="x86-cpu", target="onnxruntime", status="passed",
+                     quantization={"search": {"met": np.bool_(True), "candidates": [
+                         {"meets_budget": np.bool_(False), "sqnr": np.float32(31.5)}]}},
+                     measurement={"shape": np.arange(3), "threads": np.int64(2)})
+    back = json.loads(r.model_dump_json())
+    assert back["quantization"]["search"]["met"] is True
+    assert back["quantization"]["search"]["candidates"][0] == {"meets_budget": False, "sqnr": 31.5}
+    assert back["measurement"] == {"shape": [0, 1, 2], "threads": 2}

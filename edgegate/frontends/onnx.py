@@ -100,14 +100,24 @@ def check_graph(model: onnx.ModelProto, display: str) -> None:
                          file=display, fix="re-export the model; an ONNX graph must be acyclic")
 
 
-def check_weights(model: onnx.ModelProto, display: str) -> None:
-    """Quantizing NaN or infinite weights is meaningless (scales become NaN): refuse, naming them."""
+# Ops whose constant inputs are learned weights: a non-finite value there is a diverged model.
+WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Gather",
+              "BatchNormalization", "LayerNormalization", "InstanceNormalization", "Attention"}
+
+
+def check_weights(model: onnx.ModelProto, display: str) -> list[str]:
+    """NaN anywhere, or ±Inf in a learned weight, makes quantization meaningless (scales become
+    NaN): refuse, naming the tensor. ±Inf in any other constant is a legitimate fill value (an
+    attention mask's -inf): allowed, and its names are returned so that quantization keeps the
+    nodes that touch it in float."""
     from onnx import numpy_helper
 
-    tensors = [(t.name, t) for t in model.graph.initializer]
-    tensors += [(n.name or n.output[0], a.t) for n in model.graph.node for a in n.attribute
-                if a.type == onnx.AttributeProto.TENSOR]
-    for name, tensor in tensors:
+    weight_inputs = {x for n in model.graph.node if n.op_type in WEIGHT_OPS for x in n.input}
+    tensors = [(t.name, t.name, t) for t in model.graph.initializer]
+    tensors += [(n.name or n.output[0], n.output[0], a.t) for n in model.graph.node
+                for a in n.attribute if a.type == onnx.AttributeProto.TENSOR and n.output]
+    fills: list[str] = []
+    for name, produced, tensor in tensors:
         if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
                                     onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
             continue
@@ -115,14 +125,21 @@ def check_weights(model: onnx.ModelProto, display: str) -> None:
             values = numpy_helper.to_array(tensor)
         except Exception:        # inconsistent sizes are the checker's to report
             continue
-        bad = ~np.isfinite(values.astype(np.float32, copy=False))
-        if bad.any():
-            kinds = [k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(values[bad]).any()]
-            raise InputError(f"weight '{name}' holds {int(bad.sum())} {' and '.join(kinds)} "
-                             f"value(s) of {values.size}; quantizing them is meaningless",
-                             file=display,
-                             fix="retrain or re-export from a checkpoint without NaN/Inf "
-                                 "(check the loss for divergence)")
+        values = values.astype(np.float32, copy=False)
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        nan = bool(np.isnan(values).any())
+        if not nan and produced not in weight_inputs:
+            fills.append(name)
+            continue
+        kinds = [k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(values[bad]).any()]
+        raise InputError(f"weight '{name}' holds {int(bad.sum())} {' and '.join(kinds)} "
+                         f"value(s) of {values.size}; quantizing them is meaningless",
+                         file=display,
+                         fix="retrain or re-export from a checkpoint without NaN/Inf "
+                             "(check the loss for divergence)")
+    return fills
 
 
 def check(model: onnx.ModelProto, display: str) -> None:

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgegate.errors import InputError
 
@@ -18,6 +18,18 @@ Status = Literal["passed", "failed", "error", "skipped"]
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def plain(value: Any) -> Any:
+    """Free-form report fields as JSON types: numpy scalars and arrays (a numpy bool is not a
+    bool) become Python values, tuples become lists, recursively."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if type(value).__module__ == "numpy":
+        return plain(value.tolist()) if hasattr(value, "tolist") else value
+    return value
 
 
 class Check(_Record):
@@ -147,6 +159,11 @@ class DeviceResult(_Record):
     baseline: BaselineResult | None = None
     selection: str | None = None       # why this target shipped, when the device lists candidates
     alternatives: list[Alternative] = Field(default_factory=list)   # the candidates not shipped
+
+    @field_validator("measurement", "quantization", mode="before")
+    @classmethod
+    def _plain(cls, value: Any) -> Any:
+        return plain(value)
 
 
 class ModelReport(_Record):

@@ -55,6 +55,105 @@ class Quantized:
     excluded: list[str] = field(default_factory=list)
 
 
+# A tensor holding ±inf, NaN or a magnitude this large (an attention mask filled with -inf or
+# float32's minimum, a "very negative" logit) cannot be INT8: the calibrated range is not finite,
+# or so wide that every ordinary value rounds to zero.
+EXTREME = 1e9
+_FLOAT_ONLY: dict[tuple, dict[str, str]] = {}
+
+
+def float_only_nodes(src: Path, calibration: Dataset, samples: int = 8) -> dict[str, str]:
+    """Nodes that must stay in float, with the reason: those that produce or consume a tensor
+    that holds a non-finite or extreme value, in a constant or on the first calibration samples.
+    The model is run once with every intermediate tensor as an output. A model this cannot run
+    (too large, an op the probe cannot feed) gets no forced nodes: quantization then reports its
+    own error."""
+    stat = src.stat()
+    key = (str(src), stat.st_mtime_ns, stat.st_size, id(calibration))
+    if key not in _FLOAT_ONLY:
+        try:
+            _FLOAT_ONLY[key] = _float_only(src, calibration, samples)
+        except Exception:    # a probe, never a verdict: quantize_static reports real failures
+            _FLOAT_ONLY[key] = {}
+    return dict(_FLOAT_ONLY[key])
+
+
+def _describe(values) -> str | None:
+    import numpy as np
+
+    arr = np.asarray(values)
+    if arr.dtype.kind != "f" or arr.size == 0:
+        return None
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr)
+    if not finite.all():
+        kinds = [k for k, f in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf))
+                 if f(arr).any()]
+        return "holds " + "/".join(kinds)
+    peak = float(np.abs(arr).max())
+    return f"holds values of magnitude {peak:.3g}" if peak >= EXTREME else None
+
+
+def _float_only(src: Path, calibration: Dataset, samples: int) -> dict[str, str]:
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    if stat_size(src) > (1 << 31) - (1 << 26):
+        return {}
+    model = onnx.load(str(src))
+    graph = model.graph
+    bad: dict[str, str] = {}
+    for init in graph.initializer:
+        why = _describe(numpy_helper.to_array(init))
+        if why:
+            bad[init.name] = f"constant '{init.name}' {why}"
+    constants = set()
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            constants.add(node.output[0])
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    why = _describe(numpy_helper.to_array(a.t))
+                    if why:
+                        bad[node.output[0]] = f"constant '{node.output[0]}' {why}"
+    present = {o.name for o in graph.output}
+    for node in graph.node:
+        for out in node.output:
+            if out and out not in present and out not in constants:
+                graph.output.append(onnx.ValueInfoProto(name=out))
+                present.add(out)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    del model
+    names = [o.name for o in session.get_outputs()]
+    for i in range(min(samples, len(calibration))):
+        for name, value in zip(names, session.run(None, calibration.feed(i))):
+            if name not in bad:
+                why = _describe(value)
+                if why:
+                    bad[name] = f"tensor '{name}' {why} on calibration sample {i}"
+    if not bad:
+        return {}
+    nodes: dict[str, str] = {}
+    reloaded = onnx.load(str(src), load_external_data=False)
+    for node in reloaded.graph.node:
+        if not node.name or node.op_type == "Constant":
+            continue
+        for t in [*node.input, *node.output]:
+            if t in bad:
+                nodes.setdefault(node.name, bad[t] + ": INT8 cannot represent it "
+                                 "(a mask or fill value?), so this node stays in float")
+                break
+    return nodes
+
+
+def stat_size(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def _stride(n: int, most: int = 32) -> int | None:
     """The largest divisor of n that is at most ``most`` (onnxruntime needs an exact division)."""
     if n <= most:

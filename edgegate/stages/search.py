@@ -36,7 +36,7 @@ from edgegate.stages.benchmark import PairTiming, benchmark_pair
 # A layer goes back to float for speed only when the whole 95% interval of the speedup is above
 # this, in two independent interleaved measurements: noise must never change what ships.
 SPEED_MARGIN = 1.03
-from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, quantize
+from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, float_only_nodes, quantize
 from edgegate.stages.sensitivity import Budget, Quality, Scorer, budget_for, layer_blame
 
 METHOD_ORDER = ("minmax", "percentile", "entropy")
@@ -111,9 +111,12 @@ class PrecisionSearch:
         self.macs = node_macs(model)
         self.op_types = {n.name: n.op_type for n in model.graph.node}
         wanted = set(spec.op_types) if spec.op_types else COMPUTE_OPS
+        # nodes touching a non-finite or extreme tensor (masks) can never be INT8
+        self.forced = {n: why for n, why in float_only_nodes(model_path, calibration).items()
+                       if n not in spec.exclude_nodes}
         self.compute = [n.name for n in model.graph.node
                         if n.op_type in COMPUTE_OPS and n.op_type in wanted and n.name
-                        and n.name not in spec.exclude_nodes]
+                        and n.name not in spec.exclude_nodes and n.name not in self.forced]
         del model
         self.scorer = Scorer(baseline_path, evaluation, make_runner, spec.search_samples)
         labelled = self.scorer.accuracy_fp32 is not None
@@ -146,7 +149,7 @@ class PrecisionSearch:
             cache = self.workdir / f"calibration-{cfg.method}.json"
             quantize(self.model_path, path, self.calibration, activation_type=cfg.activation_type,
                      weight_type=self.spec.weight_type, per_channel=cfg.per_channel, method=cfg.method,
-                     exclude=list(self.spec.exclude_nodes) + list(cfg.excluded),
+                     exclude=list(self.spec.exclude_nodes) + list(self.forced) + list(cfg.excluded),
                      op_types=self.spec.op_types, cache=cache, display=self.display, nodes=nodes)
         elif cfg.precision == "fp16":
             from edgegate.stages.quantize import convert_fp16
@@ -256,6 +259,7 @@ class PrecisionSearch:
     def _int8(self, level: str) -> SearchResult:
         spec = self.spec
         kept = {n: "excluded in edgegate.yml" for n in spec.exclude_nodes}
+        kept.update(self.forced)
         method = spec.calibration_method or self.calibration.info.get("method") or "minmax"
         base = Cfg("int8", self.activation_types[0], method, spec.per_channel)
         # 1. activation type: measured, both candidates timed against FP32

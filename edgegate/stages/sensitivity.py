@@ -31,9 +31,9 @@ class Budget:
 
     def met(self, quality: "Quality") -> bool | None:
         if self.kind == "sqnr_db":
-            return None if quality.sqnr_db is None else quality.sqnr_db >= self.value
+            return None if quality.sqnr_db is None else bool(quality.sqnr_db >= self.value)
         got = quality.get(self.kind)
-        return None if got is None else got <= self.value + 1e-9
+        return None if got is None else bool(got <= self.value + 1e-9)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "value": self.value, "source": self.source}

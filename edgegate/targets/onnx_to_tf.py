@@ -114,11 +114,15 @@ def convert(onnx_path: Path, cache_root: Path, inputs: list[TensorSpec], calibra
     except EdgeGateError:
         raise
     except (Exception, SystemExit) as exc:
+        op = _failed_op(log)
+        first = " ".join(str(exc).split())[:200]
         raise ConversionError(
-            f"onnx2tf {onnx2tf_version} could not convert the model: {type(exc).__name__}: "
-            f"{str(exc)[:200]}; last log lines: {_tail(log)}", file=display,
-            fix="check that every op is supported by onnx2tf, or provide a TensorFlow/Keras source "
-                "model") from None
+            f"onnx2tf {onnx2tf_version} could not convert the model"
+            + (f" at node '{op}'" if op else "") + f": {type(exc).__name__}: {first}",
+            file=display,
+            fix="onnx2tf does not support this graph as exported: gate the model on an ONNX Runtime "
+                "device, or leave this device out for it ('devices:' of the model in edgegate.yml); "
+                "--keep-work keeps the full onnx2tf log") from None
     tflite = {k: folder / f"model_{v}.tflite" for k, v in FILES.items()
               if (folder / f"model_{v}.tflite").is_file()}
     if "float32" not in tflite:
@@ -142,6 +146,18 @@ def _from_done(folder: Path, info: dict) -> TFConversion:
                         input_perms={k: tuple(v) if v else None for k, v in info["input_perms"].items()},
                         io_dtype=info["io_dtype"], calibration_samples=info["calibration_samples"],
                         log=folder / "onnx2tf.log", onnx2tf_version=info.get("onnx2tf"))
+
+
+def _failed_op(log: Path) -> str | None:
+    """The ONNX node onnx2tf stopped at, from its log ("onnx_op_name: ...")."""
+    import re
+
+    try:
+        raw = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+        found = re.findall(r"onnx_op_name:\s*(\S+)", raw)
+    except OSError:
+        return None
+    return found[-1] if found else None
 
 
 def _tail(log: Path, lines: int = 6) -> str:

@@ -22,7 +22,7 @@ import onnx
 from edgegate._deps import require, version_of
 from edgegate.errors import ConversionError, InputError
 from edgegate.stages.analyze import node_macs
-from edgegate.stages.quantize import quantize
+from edgegate.stages.quantize import float_only_nodes, quantize
 from edgegate.targets.base import CompileJob, Compiled, host_machine
 
 TRT_SETTINGS = {"activation_type": "int8", "weight_type": "int8", "per_channel": True,
@@ -115,8 +115,11 @@ class TensorRTTarget:
         if precision == "int8":
             method = spec.calibration_method or job.calibration.info.get("method") or "minmax"
             onnx_path = job.workdir / f"{job.name}.{job.device.id}.int8-qdq.onnx"
+            forced = {n: why for n, why in float_only_nodes(job.model_path, job.calibration).items()
+                      if n not in spec.exclude_nodes}
             q = quantize(job.model_path, onnx_path, job.calibration, method=method,
-                         exclude=spec.exclude_nodes, op_types=spec.op_types, display=job.display,
+                         exclude=[*spec.exclude_nodes, *forced], op_types=spec.op_types,
+                         display=job.display,
                          cache=job.workdir / f"calibration-{method}.json", **TRT_SETTINGS)
             macs = node_macs(onnx.load(str(job.model_path), load_external_data=False))
             total = sum(macs.values())
@@ -126,7 +129,8 @@ class TensorRTTarget:
                 "per_channel": True, "calibration_method": method,
                 "calibration_samples": len(job.calibration),
                 "quantized_nodes": q.quantized_nodes, "float_nodes": q.float_nodes,
-                "kept_in_float": [{"node": n, "reason": "excluded in edgegate.yml"} for n in q.excluded],
+                "kept_in_float": [{"node": n, "reason": forced.get(n, "excluded in edgegate.yml")}
+                                  for n in q.excluded],
                 "compute_nodes_quantized": len(q.quantized_nodes),
                 "compute_nodes_total": len(q.quantized_nodes) + len(q.float_nodes),
                 "int8_mac_share": (sum(macs.get(n, 0) for n in q.quantized_nodes) / total) if total else None,

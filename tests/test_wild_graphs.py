@@ -1,0 +1,170 @@
+"""Graphs as they come from the wild, on models trained here on real labelled data (digits):
+an old opset, and a transformer whose padding mask puts -inf into its activations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import digits
+from conftest import ROOT
+
+from edgegate.data.sources import Dataset
+from edgegate.stages.optimize import upgrade_opset
+from edgegate.stages.quantize import float_only_nodes
+
+CONFIG = """version: 1
+models:
+  - path: models/{name}.onnx
+    calibration: data/calibration.npz
+    evaluation: {{data: data/evaluation.npz, labels: labels, metric: top1}}
+devices: [x86-cpu]
+benchmark: {{repeats: 20, min_time_s: 0.2, max_time_s: 5}}
+quantization: {{search_time_s: 60}}
+"""
+
+
+def gate(repo: Path, name: str) -> dict:
+    (repo / "edgegate.yml").write_text(CONFIG.format(name=name))
+    proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", f"models/{name}.onnx",
+                           "--out", "out", "--quiet", "--no-cache"], cwd=repo,
+                          capture_output=True, text=True, timeout=900, env=_env())
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr      # passed or failed, never error
+    report = json.loads((repo / "out" / "report.json").read_text())
+    return report["models"][0]
+
+
+def _env():
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+# ------------------------------------------------------------------------------ an old opset
+
+def test_an_opset_11_export_is_converted_to_13_and_quantized(digits_torch, digits_arrays, tmp_path):
+    # ONNX Runtime's quantizer only rewrites an old model's opset number; per-channel QDQ then
+    # made an opset-11 CNN invalid ("DequantizeLinear ... int32" bias). EdgeGate converts it.
+    repo = tmp_path / "repo"
+    path = digits.export_onnx(digits_torch[0], repo / "models" / "cnn11.onnx", opset=11)
+    digits.write_data(repo / "data")
+    converted, note = upgrade_opset(path, tmp_path / "cnn13.onnx")
+    assert converted is not None and note.startswith("opset 11 converted to 13")
+    x = digits_arrays[2][:64]
+    before = ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+    after = ort.InferenceSession(str(converted)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
+
+    model = gate(repo, "cnn11")
+    result = model["results"][0]
+    assert result["status"] in ("passed", "failed"), result.get("reason")
+    assert any("opset 11 converted to 13" in n for n in model["info"]["optimization_notes"])
+    assert result["artifact"]["precision"] == "int8"
+    assert result["quantization"]["compute_nodes_quantized"] >= 4
+    assert result["metrics"]["accuracy_drop_pp"] < 2.0
+
+
+def test_a_current_opset_is_left_alone(tmp_path, digits_onnx):
+    assert upgrade_opset(digits_onnx / "digits.onnx", tmp_path / "x.onnx") == (None, None)
+
+
+# ------------------------------------------------------------------------ a masked transformer
+
+def rows_and_masks(x32: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each 8x8 digit as a sequence of 8 row tokens; a random 0-3 bottom rows are cropped away
+    and marked as padding (the model classifies partly visible digits)."""
+    rows = x32[:, 0, ::4, ::4].copy()                                  # (n, 8, 8)
+    keep = np.random.default_rng(seed).integers(5, 9, len(rows))
+    mask = (np.arange(8)[None, :] < keep[:, None]).astype(np.int64)
+    rows *= mask[:, :, None]
+    return rows.astype(np.float32), mask
+
+
+def train_masked_transformer(x_train, y_train):
+    import torch
+    import torch.nn as nn
+
+    class Rows(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(8, 32)
+            self.pos = nn.Parameter(torch.randn(1, 8, 32) * 0.1)
+            self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(
+                32, 4, 64, dropout=0.0, batch_first=True), 1, enable_nested_tensor=False)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, rows, mask):
+            h = self.encoder(self.embed(rows) + self.pos, src_key_padding_mask=mask == 0)
+            m = mask.unsqueeze(-1).to(h.dtype)
+            return self.head((h * m).sum(1) / m.sum(1))
+
+    torch.manual_seed(0)
+    model = Rows()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rows, mask = rows_and_masks(x_train, seed=1)
+    xr, xm, yt = torch.from_numpy(rows), torch.from_numpy(mask), torch.from_numpy(y_train)
+    for _ in range(25):
+        perm = torch.randperm(len(xr))
+        for i in range(0, len(xr), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xr[idx], xm[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def masked_repo(tmp_path_factory, digits_arrays):
+    import torch
+
+    x_train, y_train, x_test, y_test = digits_arrays
+    model = train_masked_transformer(x_train, y_train)
+    repo = tmp_path_factory.mktemp("masked")
+    (repo / "models").mkdir()
+    rows, mask = rows_and_masks(x_test, seed=2)
+    with torch.no_grad():
+        acc = float((model(torch.from_numpy(rows), torch.from_numpy(mask)).argmax(1).numpy()
+                     == y_test).mean() * 100)
+    assert acc > 80, acc                         # a real classifier, not noise
+    torch.onnx.export(model, (torch.from_numpy(rows[:1]), torch.from_numpy(mask[:1])),
+                      str(repo / "models" / "rows.onnx"), input_names=["rows", "mask"],
+                      output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"rows": {0: "b"}, "mask": {0: "b"}, "logits": {0: "b"}})
+    cal_rows, cal_mask = rows_and_masks(x_train[:200], seed=3)
+    (repo / "data").mkdir()
+    np.savez(repo / "data" / "calibration.npz", rows=cal_rows, mask=cal_mask)
+    np.savez(repo / "data" / "evaluation.npz", rows=rows, mask=mask, labels=y_test)
+    return repo
+
+
+def test_mask_fill_values_are_found_and_kept_in_float(masked_repo):
+    path = masked_repo / "models" / "rows.onnx"
+    cal = np.load(masked_repo / "data" / "calibration.npz")
+    forced = float_only_nodes(path, Dataset({"rows": cal["rows"], "mask": cal["mask"]}, None, {}))
+    ops = {n.name: n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Softmax" in {ops[n] for n in forced}                     # the masked attention scores
+    assert any("-inf" in why for why in forced.values())
+    assert not {"MatMul", "Gemm"} & {ops[n] for n in forced}         # the weights still go INT8
+
+
+def test_a_masked_transformer_is_gated_not_refused(masked_repo):
+    # Before: its -inf mask constant was refused as an "Inf weight", and without that check ONNX
+    # Runtime's quantizer failed ("autodetected range of [0.0, inf] is not finite").
+    model = gate(masked_repo, "rows")
+    assert model["status"] != "error", model.get("error")
+    result = model["results"][0]
+    assert result["status"] in ("passed", "failed"), result.get("reason")
+    q = result["quantization"]
+    if result["artifact"]["precision"] == "int8":     # INT8 may lose to FP32 on speed here
+        assert q["compute_nodes_quantized"] >= 2
+        reasons = {k["op_type"]: k["reason"] for k in q["kept_in_float"]}
+        assert "-inf" in reasons.get("Softmax", "")
+    assert result["metrics"]["accuracy_drop_pp"] < 3.0
+    assert result["metrics"]["top1_agreement"] > 0.95

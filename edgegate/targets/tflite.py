@@ -52,7 +52,7 @@ class TFLiteRunner:
                              fix="check the TFLite model's ops are LiteRT builtins") from None
         self.perms = input_perms or {}
         self.inputs = self.it.get_input_details()
-        self.outputs = self.it.get_output_details()
+        self.outputs = _source_order(self.it, self.it.get_output_details())
         self._names = [_plain(d["name"]) for d in self.inputs]
         self.measurement = {
             "runtime": "litert", "runtime_version": version_of("ai-edge-litert"),
@@ -77,6 +77,31 @@ class TFLiteRunner:
             self.it.set_tensor(detail["index"], np.ascontiguousarray(x))
         self.it.invoke()
         return [_dequantize(self.it.get_tensor(d["index"]), d) for d in self.outputs]
+
+
+def _source_order(it, outputs: list[dict]) -> list[dict]:
+    """Output details in the source model's output order. LiteRT lists a converted model's
+    outputs in its own tensor order (a two-output ONNX model came back reversed); onnx2tf's
+    signature keeps the source order (``output_0``, ``output_1``...), and so do the
+    ``PartitionedCall:N`` tensor names. Unchanged when neither tells."""
+    import re
+
+    if len(outputs) < 2:
+        return outputs
+    by_index = {d["index"]: d for d in outputs}
+    try:
+        signatures = it._get_full_signature_list() or {}
+    except Exception:      # a private API: its absence only loses the ordering hint
+        signatures = {}
+    for sig in signatures.values():
+        keys = sig.get("outputs", {})
+        numbered = {k: re.fullmatch(r"output_(\d+)", k) for k in keys}
+        if len(keys) == len(outputs) and all(numbered.values()) and set(keys.values()) == set(by_index):
+            return [by_index[keys[k]] for k in sorted(keys, key=lambda k: int(numbered[k].group(1)))]
+    suffix = [re.fullmatch(r".*PartitionedCall:(\d+)", d["name"]) for d in outputs]
+    if all(suffix):
+        return [d for _, d in sorted(zip((int(m.group(1)) for m in suffix), outputs), key=lambda t: t[0])]
+    return outputs
 
 
 def _plain(name: str) -> str:

@@ -254,3 +254,42 @@ def test_a_float16_model_converts_to_a_correct_int8_tflite(half_repo):
     assert result["status"] in ("passed", "failed"), result.get("reason")
     assert result["metrics"]["accuracy_drop_pp"] < 2.0
     assert result["metrics"]["top1_agreement"] > 0.95
+
+
+# ------------------------------------------------- a TF-style input: uint8, NHWC, named 'x:0'
+
+@needs_tflite
+def test_a_uint8_input_named_like_tensorflow_converts_to_int8_tflite(digits_torch, digits_arrays,
+                                                                    tmp_path):
+    # Before: onnx2tf renamed 'input_1:0' and then could not find it in its calibration data
+    # (KeyError 'input_1__0'); and it feeds calibration as float32, which a uint8 input refuses.
+    import torch
+
+    class Uint8Nhwc(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x.permute(0, 3, 1, 2).float() / 255.0)
+
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "data").mkdir()
+    torch.onnx.export(Uint8Nhwc(digits_torch[0]), (torch.zeros(1, 32, 32, 1, dtype=torch.uint8),),
+                      str(repo / "models" / "u8.onnx"), input_names=["input_1:0"],
+                      output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_1:0": {0: "b"}})
+    x_train, _, x_test, y_test = digits_arrays
+    as_u8 = lambda x: np.round(x * 255).astype(np.uint8).transpose(0, 2, 3, 1)  # noqa: E731
+    np.savez(repo / "data" / "calibration.npz", input=as_u8(x_train[:200]))
+    np.savez(repo / "data" / "evaluation.npz", input=as_u8(x_test), labels=y_test)
+    model = gate(repo, "u8", device="raspberry-pi-4")
+    result = model["results"][0]
+    assert result["status"] in ("passed", "failed"), result.get("reason")
+    assert result["artifact"]["input_binding"]["input_1:0"]["name"] == "input_1_0"
+    assert result["metrics"]["accuracy_drop_pp"] < 2.0
+
+    from ai_edge_litert.interpreter import Interpreter
+    (detail,) = Interpreter(str(repo / "out" / result["artifact"]["path"])).get_input_details()
+    assert detail["dtype"] == np.uint8                      # the interface is the source model's

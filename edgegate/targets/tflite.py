@@ -16,7 +16,7 @@ import numpy as np
 
 from edgegate._deps import require, version_of
 from edgegate.errors import ConversionError, InputError
-from edgegate.targets.base import CompileJob, Compiled, binding_of, host_machine, perms_of
+from edgegate.targets.base import CompileJob, Compiled, binding_of, host_machine, names_of, perms_of
 from edgegate.targets.onnx_to_tf import TFConversion, convert
 
 COMPUTE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
@@ -40,7 +40,7 @@ class TFLiteRunner:
 
     def __init__(self, path: Path, threads: int | None = None, display: str = "",
                  input_perms: dict[str, tuple[int, ...] | None] | None = None,
-                 device_note: str | None = None):
+                 device_note: str | None = None, input_names: dict[str, str] | None = None):
         from edgegate.targets.onnxruntime import default_threads
 
         threads = threads or default_threads()
@@ -54,6 +54,7 @@ class TFLiteRunner:
         self.inputs = self.it.get_input_details()
         self.outputs = _source_order(self.it, self.it.get_output_details())
         self._names = [_plain(d["name"]) for d in self.inputs]
+        self.renamed = {v: k for k, v in (input_names or {}).items()}   # TFLite name -> source name
         self.measurement = {
             "runtime": "litert", "runtime_version": version_of("ai-edge-litert"),
             "provider": "XNNPACK delegate", "delegate": "XNNPACK (LiteRT default CPU delegate)",
@@ -65,7 +66,9 @@ class TFLiteRunner:
     def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = list(feed)
         for i, detail in enumerate(self.inputs):
-            name = self._names[i] if self._names[i] in feed else names[min(i, len(names) - 1)]
+            name = self.renamed.get(self._names[i], self._names[i])
+            if name not in feed:
+                name = names[min(i, len(names) - 1)]
             x = np.asarray(feed[name])
             perm = self.perms.get(name)
             if perm is not None and x.ndim == len(perm):
@@ -113,16 +116,16 @@ def _plain(name: str) -> str:
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     dtype = detail["dtype"]
-    if dtype in QUANT_DTYPES:
-        scale, zero = detail["quantization"]
+    scale, zero = detail["quantization"]
+    if dtype in QUANT_DTYPES and scale:         # scale 0: a plain integer input (uint8 image)
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
     return x.astype(dtype, copy=False)
 
 
 def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] in QUANT_DTYPES:
-        scale, zero = detail["quantization"]
+    scale, zero = detail["quantization"]
+    if detail["dtype"] in QUANT_DTYPES and scale:
         return (y.astype(np.float32) - zero) * scale
     return np.array(y, copy=True)
 
@@ -191,7 +194,7 @@ class TFLiteTarget:
     def runner(self, path: Path, threads: int | None = None, display: str = "",
                binding: dict | None = None) -> TFLiteRunner:
         return TFLiteRunner(path, threads, display, input_perms=perms_of(binding),
-                            device_note=self._device_note)
+                            device_note=self._device_note, input_names=names_of(binding))
 
     def compile(self, job: CompileJob) -> Compiled:
         profile = job.device.profile
@@ -213,8 +216,10 @@ class TFLiteTarget:
                              f"not on a {device_name}")
         artifact = self._place(conv, variant, job, precision)
         baseline = self._place(conv, "float32", job, "fp32-baseline")
+        int_inputs = (" (integer inputs keep their type)"
+                      if any(np.dtype(t.dtype).kind != "f" for t in job.info.inputs) else "")
         notes = [f"ONNX -> TensorFlow with onnx2tf {conv.onnx2tf_version}, then the TFLite converter "
-                 f"({'full-integer INT8, ' + io_dtype + ' inputs/outputs, ' if precision == 'int8' else ''}"
+                 f"({'full-integer INT8, ' + io_dtype + ' inputs/outputs' + int_inputs + ', ' if precision == 'int8' else ''}"
                  f"{precision})"]
         perms = {k: v for k, v in conv.input_perms.items() if v}
         if perms:
@@ -249,7 +254,8 @@ class TFLiteTarget:
                          f"{artifact.name}` on a machine with the Coral apt repository. Latency here is "
                          "LiteRT on the host CPU, not the Edge TPU")
         return Compiled(artifact=artifact, precision=precision, format="tflite", baseline=baseline,
-                        quantization=quant, notes=notes, input_binding=binding_of(conv.input_perms))
+                        quantization=quant, notes=notes,
+                        input_binding=binding_of(conv.input_perms, conv.input_names))
 
     @staticmethod
     def _place(conv: TFConversion, variant: str, job: CompileJob, label: str) -> Path:

@@ -61,6 +61,20 @@ def test_explicit_paths_are_gated_as_given(model_repo):
     assert found.jobs[0].spec.calibration == "data/calibration.npz"   # config applies to it
 
 
+def test_an_entry_naming_the_file_wins_over_an_earlier_glob():
+    from edgegate.config.schema import Config
+    from edgegate.discover import spec_for
+
+    config = Config.model_validate({"version": 1, "models": [
+        {"path": "models/*.onnx", "calibration": "data/c.npz"},
+        {"path": "models/two.onnx", "calibration": "data/c.npz",
+         "evaluation": {"data": "data/e.npz", "output": "logits"}},
+        {"path": "models/*.onnx", "name": "never"}]})
+    assert spec_for(config, "models/two.onnx").evaluation.output == "logits"
+    assert spec_for(config, "models/one.onnx").name is None        # the first glob, as before
+    assert spec_for(config, "other/x.onnx") is None
+
+
 def test_lfs_pointer_is_recognised_with_the_fix(tmp_path):
     pointer = tmp_path / "model.onnx"
     pointer.write_text("version https://git-lfs.github.com/spec/v1\n"

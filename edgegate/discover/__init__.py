@@ -45,10 +45,11 @@ def _model_of(spec: ModelSpec, path: str) -> str:
 
 
 def spec_for(config: Config, path: str) -> ModelSpec | None:
-    for spec in config.models:
-        if _matches(spec, path):
-            return spec
-    return None
+    """The entry for a file: one naming it exactly wins over globs and folders (so a per-model
+    entry can follow a catch-all 'models/*.onnx'); otherwise the first entry that matches."""
+    matching = [spec for spec in config.models if _matches(spec, path)]
+    exact = [spec for spec in matching if spec.path.strip("/") == path]
+    return (exact or matching or [None])[0]
 
 
 def discover(config: Config, root: Path, git: Git | None, *, base: str | None = None,

@@ -152,31 +152,21 @@ def _bind_io(graph: onnx.GraphProto) -> None:
     """Half-precision graph inputs are cast to float inside; outputs cast back to their type."""
     from onnx import helper
 
-    new_nodes = []
-    for v in graph.input:
+    head, tail = [], []
+    for v, is_input in [(v, True) for v in graph.input] + [(v, False) for v in graph.output]:
         elem = v.type.tensor_type.elem_type
-        if elem in _HALF:
-            inner = v.name + "_edgegate_fp32"
-            for node in graph.node:
-                for k, x in enumerate(node.input):
+        if elem not in _HALF:
+            continue
+        inner = v.name + "_edgegate_fp32"
+        for node in graph.node:                  # every use (and, for an output, its producer)
+            for names in (node.input, node.output):
+                for k, x in enumerate(names):
                     if x == v.name:
-                        node.input[k] = inner
-            new_nodes.append(helper.make_node("Cast", [v.name], [inner], to=onnx.TensorProto.FLOAT,
-                                              name=v.name + "_edgegate_cast"))
-    tail = []
-    for v in graph.output:
-        elem = v.type.tensor_type.elem_type
-        if elem in _HALF:
-            inner = v.name + "_edgegate_fp32"
-            for node in graph.node:
-                for k, x in enumerate(node.output):
-                    if x == v.name:
-                        node.output[k] = inner
-                for k, x in enumerate(node.input):
-                    if x == v.name:
-                        node.input[k] = inner
-            tail.append(helper.make_node("Cast", [inner], [v.name], to=elem,
-                                         name=v.name + "_edgegate_cast"))
-    nodes = new_nodes + list(graph.node) + tail
+                        names[k] = inner
+        cast = (helper.make_node("Cast", [v.name], [inner], to=onnx.TensorProto.FLOAT,
+                                 name=v.name + "_edgegate_cast") if is_input else
+                helper.make_node("Cast", [inner], [v.name], to=elem, name=v.name + "_edgegate_cast"))
+        (head if is_input else tail).append(cast)
+    nodes = head + list(graph.node) + tail
     del graph.node[:]
     graph.node.extend(nodes)

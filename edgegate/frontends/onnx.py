@@ -105,18 +105,17 @@ WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "
               "BatchNormalization", "LayerNormalization", "InstanceNormalization", "Attention"}
 
 
-def check_weights(model: onnx.ModelProto, display: str) -> list[str]:
+def check_weights(model: onnx.ModelProto, display: str) -> None:
     """NaN anywhere, or ±Inf in a learned weight, makes quantization meaningless (scales become
     NaN): refuse, naming the tensor. ±Inf in any other constant is a legitimate fill value (an
-    attention mask's -inf): allowed, and its names are returned so that quantization keeps the
-    nodes that touch it in float."""
+    attention mask's -inf): allowed; quantize.float_only_nodes keeps the nodes touching it in
+    float."""
     from onnx import numpy_helper
 
     weight_inputs = {x for n in model.graph.node if n.op_type in WEIGHT_OPS for x in n.input}
     tensors = [(t.name, t.name, t) for t in model.graph.initializer]
     tensors += [(n.name or n.output[0], n.output[0], a.t) for n in model.graph.node
                 for a in n.attribute if a.type == onnx.AttributeProto.TENSOR and n.output]
-    fills: list[str] = []
     for name, produced, tensor in tensors:
         if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
                                     onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16):
@@ -129,17 +128,14 @@ def check_weights(model: onnx.ModelProto, display: str) -> list[str]:
         bad = ~np.isfinite(values)
         if not bad.any():
             continue
-        nan = bool(np.isnan(values).any())
-        if not nan and produced not in weight_inputs:
-            fills.append(name)
-            continue
+        if produced not in weight_inputs and not np.isnan(values).any():
+            continue                                  # a fill value, e.g. a mask's -inf
         kinds = [k for k, f in (("NaN", np.isnan), ("Inf", np.isinf)) if f(values[bad]).any()]
         raise InputError(f"weight '{name}' holds {int(bad.sum())} {' and '.join(kinds)} "
                          f"value(s) of {values.size}; quantizing them is meaningless",
                          file=display,
                          fix="retrain or re-export from a checkpoint without NaN/Inf "
                              "(check the loss for divergence)")
-    return fills
 
 
 def check(model: onnx.ModelProto, display: str) -> None:

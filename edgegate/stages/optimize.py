@@ -10,6 +10,10 @@ import onnx
 from edgegate.errors import ConversionError
 
 
+# A model file larger than this cannot be held in one protobuf: it needs external data.
+PROTO_LIMIT = (1 << 31) - (1 << 24)
+
+
 def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
     """ONNX Runtime's quantization pre-processing (symbolic shape inference, constant folding,
     Conv+BN fusion, ONNX shape inference). Falls back step by step for models it cannot handle
@@ -32,7 +36,7 @@ def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
          "graph optimization failed; quantizing the graph as exported"),
     ]
     last: Exception | None = None
-    large = src.stat().st_size > (1 << 31) - (1 << 24)
+    large = src.stat().st_size > PROTO_LIMIT
     for kwargs, note in attempts:
         try:
             logging.getLogger().setLevel(logging.ERROR)
@@ -60,7 +64,7 @@ def upgrade_opset(src: Path, dst: Path) -> tuple[Path | None, str | None]:
     ONNX Runtime. Returns (converted path or None, a note for the report)."""
     model = onnx.load(str(src), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset >= MIN_QDQ_OPSET or src.stat().st_size > (1 << 31) - (1 << 24):
+    if opset >= MIN_QDQ_OPSET or src.stat().st_size > PROTO_LIMIT:
         return None, None
     try:
         import onnxruntime as ort
@@ -88,11 +92,11 @@ def widen_float16(src: Path, dst: Path) -> tuple[Path | None, str | None]:
     """A copy of a float16/bfloat16 model computing in float32: weights widened, casts to half
     made casts to float, value_info dropped (re-inferred). The inputs and outputs keep their
     types, converted at the boundary, so the model is fed and read exactly as the original."""
-    if src.stat().st_size > (1 << 31) - (1 << 24):
+    if src.stat().st_size > PROTO_LIMIT:
+        return None, None
+    if not _has_half(onnx.load(str(src), load_external_data=False).graph):   # types only: cheap
         return None, None
     model = onnx.load(str(src))
-    if not _has_half(model.graph):
-        return None, None
     try:
         import onnxruntime as ort
 

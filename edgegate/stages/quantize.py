@@ -62,12 +62,12 @@ EXTREME = 1e9
 _FLOAT_ONLY: dict[tuple, dict[str, str]] = {}
 
 
-def float_only_nodes(src: Path, calibration: Dataset, samples: int = 8) -> dict[str, str]:
+def float_only_nodes(src: Path, calibration: Dataset, skip=(), samples: int = 8) -> dict[str, str]:
     """Nodes that must stay in float, with the reason: those that produce or consume a tensor
     that holds a non-finite or extreme value, in a constant or on the first calibration samples.
     The model is run once with every intermediate tensor as an output. A model this cannot run
     (too large, an op the probe cannot feed) gets no forced nodes: quantization then reports its
-    own error."""
+    own error. Nodes in ``skip`` (already excluded by the user) are left out."""
     stat = src.stat()
     key = (str(src), stat.st_mtime_ns, stat.st_size, id(calibration))
     if key not in _FLOAT_ONLY:
@@ -75,7 +75,7 @@ def float_only_nodes(src: Path, calibration: Dataset, samples: int = 8) -> dict[
             _FLOAT_ONLY[key] = _float_only(src, calibration, samples)
         except Exception:    # a probe, never a verdict: quantize_static reports real failures
             _FLOAT_ONLY[key] = {}
-    return dict(_FLOAT_ONLY[key])
+    return {n: why for n, why in _FLOAT_ONLY[key].items() if n not in skip}
 
 
 def _describe(values) -> str | None:
@@ -116,6 +116,8 @@ def _float_only(src: Path, calibration: Dataset, samples: int) -> dict[str, str]
                     why = _describe(numpy_helper.to_array(a.t))
                     if why:
                         bad[node.output[0]] = f"constant '{node.output[0]}' {why}"
+    uses = [(n.name, [*n.input, *n.output]) for n in graph.node
+            if n.name and n.op_type != "Constant"]
     present = {o.name for o in graph.output}
     for node in graph.node:
         for out in node.output:
@@ -137,15 +139,11 @@ def _float_only(src: Path, calibration: Dataset, samples: int) -> dict[str, str]
     if not bad:
         return {}
     nodes: dict[str, str] = {}
-    reloaded = onnx.load(str(src), load_external_data=False)
-    for node in reloaded.graph.node:
-        if not node.name or node.op_type == "Constant":
-            continue
-        for t in [*node.input, *node.output]:
-            if t in bad:
-                nodes.setdefault(node.name, bad[t] + ": INT8 cannot represent it "
-                                 "(a mask or fill value?), so this node stays in float")
-                break
+    for name, tensors in uses:
+        hit = next((t for t in tensors if t in bad), None)
+        if hit is not None:
+            nodes[name] = (bad[hit] + ": INT8 cannot represent it (a mask or fill value?), so "
+                           "this node stays in float")
     return nodes
 
 

@@ -112,8 +112,7 @@ class PrecisionSearch:
         self.op_types = {n.name: n.op_type for n in model.graph.node}
         wanted = set(spec.op_types) if spec.op_types else COMPUTE_OPS
         # nodes touching a non-finite or extreme tensor (masks) can never be INT8
-        self.forced = {n: why for n, why in float_only_nodes(model_path, calibration).items()
-                       if n not in spec.exclude_nodes}
+        self.forced = float_only_nodes(model_path, calibration, skip=spec.exclude_nodes)
         self.compute = [n.name for n in model.graph.node
                         if n.op_type in COMPUTE_OPS and n.op_type in wanted and n.name
                         and n.name not in spec.exclude_nodes and n.name not in self.forced]

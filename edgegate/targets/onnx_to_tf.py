@@ -82,10 +82,12 @@ def convert(onnx_path: Path, cache_root: Path, inputs: list[TensorSpec], calibra
     scratch = folder / "scratch"
     scratch.mkdir(parents=True)
     model_copy = scratch / "model.onnx"              # onnx2tf rewrites its input in place
-    renamed = _copy_with_plain_input_names(onnx_path, model_copy)
+    graph_only = onnx.load(str(onnx_path), load_external_data=False)
+    renamed = _copy_with_plain_input_names(onnx_path, model_copy, graph_only)
     # What onnx2tf would download lies here already; it is never used for calibration.
     np.save(scratch / TRAP_FILE, np.zeros((20, 128, 128, 3), np.float32))
-    already = channels_last_inputs(onnx_path)          # fed NHWC already: kept as they are
+    already = channels_last_inputs(graph_only)         # fed NHWC already: kept as they are
+    del graph_only
     perms = {t.name: None if t.name in already else channels_last_perm(len(t.shape)) for t in inputs}
     custom = None
     samples = 0
@@ -98,8 +100,7 @@ def convert(onnx_path: Path, cache_root: Path, inputs: list[TensorSpec], calibra
             arr = _calibration_array(calibration, t, perms, display, np.dtype(t.dtype))
             own_int8[renamed.get(t.name, t.name)] = arr
             samples = len(arr)
-        calibration = None
-    if calibration is not None:
+    elif calibration is not None:
         custom = []
         for t in inputs:
             arr = _calibration_array(calibration, t, perms, display, np.dtype(np.float32))
@@ -209,11 +210,10 @@ def _int8_from_saved_model(folder: Path, arrays: dict[str, np.ndarray], io_dtype
 _PASS_THROUGH = {"Cast", "Div", "Mul", "Sub", "Add", "Identity"}
 
 
-def channels_last_inputs(onnx_path: Path) -> set[str]:
+def channels_last_inputs(model: onnx.ModelProto) -> set[str]:
     """Inputs the graph takes channels-last (NHWC, like a model from TensorFlow): each use goes,
     through casts and scaling at most, into a Transpose to channels-first. onnx2tf would
     transpose them once more (and a 1-channel NHWC image then failed in a Conv): they are kept."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
     users: dict[str, list] = {}
     for node in model.graph.node:
         for x in node.input:
@@ -252,11 +252,11 @@ def plain_name(name: str) -> str:
     return plain if plain and not plain[0].isdigit() else "i_" + plain
 
 
-def _copy_with_plain_input_names(src: Path, dst: Path) -> dict[str, str]:
+def _copy_with_plain_input_names(src: Path, dst: Path, model: onnx.ModelProto) -> dict[str, str]:
     """Copy the model for onnx2tf, renaming inputs TensorFlow would mangle (':', '/', '.'...):
     onnx2tf renames them itself but then cannot find them in its calibration data (KeyError
-    'input_1__0' on a tf2onnx-style 'input_1:0'). Returns {source name: new name}."""
-    model = onnx.load(str(src), load_external_data=False)
+    'input_1__0' on a tf2onnx-style 'input_1:0'). ``model`` is src's graph (weights not loaded).
+    Returns {source name: new name}."""
     taken = {v.name for v in [*model.graph.input, *model.graph.output]}
     taken |= {o for n in model.graph.node for o in n.output}
     renamed: dict[str, str] = {}

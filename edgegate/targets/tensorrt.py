@@ -115,8 +115,7 @@ class TensorRTTarget:
         if precision == "int8":
             method = spec.calibration_method or job.calibration.info.get("method") or "minmax"
             onnx_path = job.workdir / f"{job.name}.{job.device.id}.int8-qdq.onnx"
-            forced = {n: why for n, why in float_only_nodes(job.model_path, job.calibration).items()
-                      if n not in spec.exclude_nodes}
+            forced = float_only_nodes(job.model_path, job.calibration, skip=spec.exclude_nodes)
             q = quantize(job.model_path, onnx_path, job.calibration, method=method,
                          exclude=[*spec.exclude_nodes, *forced], op_types=spec.op_types,
                          display=job.display,

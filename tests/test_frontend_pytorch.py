@@ -140,10 +140,27 @@ def _torch_zip_with(member_suffix: str, payload: bytes, src: Path, dst: Path) ->
             zout.writestr(item, data)
 
 
+def _pt2_with_constant(src: Path, dst: Path, config_name: str, member: str, payload: bytes,
+                       use_pickle: bool = True) -> None:
+    """A .pt2 whose constants config lists one more constant, stored under `member`."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        root = zin.namelist()[0].split("/", 1)[0]
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("model_constants_config.json"):
+                config = json.loads(data)
+                config["config"]["evil"] = {"path_name": config_name, "is_param": False,
+                                            "use_pickle": use_pickle, "tensor_meta": None}
+                data = json.dumps(config).encode()
+            zout.writestr(item, data)
+        zout.writestr(f"{root}/data/constants/{member}", payload)
+
+
 def test_malicious_pickles_are_refused_and_never_run(tmp_path, torch_repo):
     """Each payload really creates its file when unpickled; EdgeGate refuses each one unopened."""
     spec = ModelSpec(path="m", inputs={"input": {"shape": ["batch", 1, 32, 32]}},
                      factory="digits_factory:build")
+    good_pt2 = torch_repo / "models/digits.pt2"
     cases = {}
     # 1. a torch.save zip whose data.pkl holds the payload next to real weights
     marker = tmp_path / "pwned-zip"
@@ -153,13 +170,21 @@ def test_malicious_pickles_are_refused_and_never_run(tmp_path, torch_repo):
     marker = tmp_path / "pwned-raw"
     (tmp_path / "evil.pth").write_bytes(pickle.dumps(Payload(marker), protocol=2))
     cases["evil.pth"] = marker
-    # 3. a torch.export program whose sample inputs were replaced by the payload
-    marker = tmp_path / "pwned-pt2"
+    # 3-5. torch.export programs with an opaque object (pickle.loads), a custom object, and the
+    # opaque object stored under a case-changed member name that PyTorch's reader still finds
+    for name, config_name, member in (("opaque.pt2", "opaque_obj_0", "opaque_obj_0"),
+                                      ("custom.pt2", "custom_obj_0", "custom_obj_0"),
+                                      ("case.pt2", "opaque_obj_0", "OPAQUE_OBJ_0")):
+        marker = tmp_path / f"pwned-{name}"
+        _pt2_with_constant(good_pt2, tmp_path / name, config_name, member,
+                           pickle.dumps(Payload(marker)))
+        cases[name] = marker
+    # 6. a tensor constant flagged as pickled (torch.load with weights_only=False)
+    marker = tmp_path / "pwned-tensor.pt2"
     buffer = io.BytesIO()
-    torch.save(((Payload(marker),), {}), buffer)
-    _torch_zip_with("data/sample_inputs/model.pt", buffer.getvalue(),
-                    torch_repo / "models/digits.pt2", tmp_path / "evil.pt2")
-    cases["evil.pt2"] = marker
+    torch.save(Payload(marker), buffer)
+    _pt2_with_constant(good_pt2, tmp_path / "tensor.pt2", "tensor_9", "tensor_9", buffer.getvalue())
+    cases["tensor.pt2"] = marker
 
     for name, marker in cases.items():
         with pytest.raises(UnsafeInputError) as err:
@@ -170,11 +195,32 @@ def test_malicious_pickles_are_refused_and_never_run(tmp_path, torch_repo):
     # controls: a full unpickler does run each payload, so the refusals above are real
     torch.load(tmp_path / "evil.pt", weights_only=False)
     pickle.loads((tmp_path / "evil.pth").read_bytes())
+    for name in ("opaque.pt2", "case.pt2", "tensor.pt2"):
+        try:
+            torch.export.load(tmp_path / name)
+        except Exception:
+            pass   # the payload runs while loading, before torch notices it is not a tensor
+    assert all(marker.exists() for name, marker in cases.items() if name != "custom.pt2")
+
+
+def test_a_pt2_program_loads_without_its_pickled_sample_inputs(tmp_path, torch_repo):
+    """Sample inputs are always a pickle: EdgeGate never reads them, so a payload there never
+    runs and the program still gates."""
+    marker = tmp_path / "pwned-sample"
+    buffer = io.BytesIO()
+    torch.save(((Payload(marker),), {}), buffer)
+    _torch_zip_with("data/sample_inputs/model.pt", buffer.getvalue(),
+                    torch_repo / "models/digits.pt2", tmp_path / "evil.pt2")
+    spec = ModelSpec(path="evil.pt2")
+    source = PyTorchFrontend().load(tmp_path / "evil.pt2", "evil.pt2", spec, tmp_path / "work",
+                                    torch_repo)
+    assert not marker.exists(), "the sample-input payload ran"
+    assert source.onnx_path.exists() and source.framework == "pytorch"
     try:
-        torch.export.load(tmp_path / "evil.pt2")
+        torch.export.load(tmp_path / "evil.pt2")      # control: PyTorch's loader runs it
     except Exception:
-        pass   # the payload runs while loading, before torch notices it is not a tensor
-    assert all(marker.exists() for marker in cases.values())
+        pass
+    assert marker.exists()
 
 
 def test_shapes_and_factory_are_required_where_the_file_lacks_them(tmp_path, torch_repo):

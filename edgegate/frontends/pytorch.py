@@ -28,7 +28,7 @@ from edgegate.frontends import SourceModel
 from edgegate.frontends.export_check import (BATCH, EXPORT_BATCH, InputDecl, check_export,
                                              declared_inputs, example_feed)
 from edgegate.frontends.onnx import MAX_MODEL_BYTES
-from edgegate.frontends.torch_archive import (CHECKPOINT, EXPORTED_PROGRAM, TORCHSCRIPT, check_pt2,
+from edgegate.frontends.torch_archive import (CHECKPOINT, EXPORTED_PROGRAM, TORCHSCRIPT, safe_pt2_copy,
                                               inspect)
 
 TRUST_FIX = ("if this repository is trusted, set 'trust_pickle: true' on the model in edgegate.yml; "
@@ -292,13 +292,14 @@ class PyTorchFrontend:
         declared = declared_inputs(spec, display)
         notes: list[str] = []
         if file.kind == EXPORTED_PROGRAM:
-            if not spec.trust_pickle:
-                check_pt2(file, display)
+            # Untrusted: PyTorch reads a copy that holds raw tensors and JSON only.
+            source = path if spec.trust_pickle else safe_pt2_copy(path, display,
+                                                                  workdir / "safe-program.pt2")
             try:
                 guard = contextlib.nullcontext() if spec.trust_pickle else _weights_only_everywhere()
                 with guard, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    program = torch.export.load(str(path))
+                    program = torch.export.load(str(source))
             except Exception as exc:
                 if _refused_global(exc) or "weights_only" in str(exc).lower():
                     raise UnsafeInputError("the .pt2 archive holds pickled objects that are not "

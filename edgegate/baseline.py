@@ -135,7 +135,7 @@ def _time_against_base(model: ModelReport, head: DeviceResult, base: DeviceResul
     if head.artifact is None or base.artifact is None or head.metrics.latency_p50_ms_after is None:
         return None
     from edgegate.data.sources import TensorSpec, prepare_data
-    from edgegate.stages.benchmark import benchmark_pair
+    from edgegate.stages.measurement import time_artifacts
     from edgegate.targets import load_target
 
     try:
@@ -147,11 +147,8 @@ def _time_against_base(model: ModelReport, head: DeviceResult, base: DeviceResul
                                     head.artifact.input_binding)
         base_runner = target.runner(base_out / base.artifact.path, threads, job.path,
                                     base.artifact.input_binding)
-        bench = ctx.config.benchmark
         ctx.progress.step(f"{model.name} → {head.device}: timing base vs head artifacts interleaved")
-        pair = benchmark_pair(lambda: base_runner.infer(feed), lambda: head_runner.infer(feed),
-                              warmup=bench.warmup, repeats=bench.repeats, min_time_s=bench.min_time_s,
-                              max_time_s=bench.max_time_s)
+        pair = time_artifacts(base_runner, head_runner, feed, ctx.config.benchmark)
     except Exception as exc:      # the comparison is extra information: never fail the model on it
         ctx.progress.warn(f"{model.name} → {head.device}: base vs head timing failed: {exc}")
         return None

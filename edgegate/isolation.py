@@ -206,22 +206,22 @@ def _over(memory_mb: int, text: str) -> str:
 # ---------------------------------------------------------------------- pipeline integration
 
 
-def gate_device_isolated(job, name, display, source, info, optimized, data, ref_outputs,
-                         accuracy_before, device, ctx, workdir):
-    """pipeline.gate_device in a child process; any crash becomes an error row."""
+def gate_device_isolated(prepared, device, ctx, workdir):
+    """pipeline.gate_device(prepared, device, ctx, workdir) in a child process; any crash
+    becomes an error row."""
     from edgegate.pipeline import _error, gate_device
     from edgegate.report.model import DeviceResult
 
-    args = (job, name, display, source, info, optimized, data, ref_outputs, accuracy_before,
-            device, ctx, workdir)
     if not isolation_enabled():
-        return gate_device(*args)
+        return gate_device(prepared, device, ctx, workdir)
+    name = prepared.name
     profile = device.profile
     timeout_s = getattr(profile, "timeout_s", None) or DEFAULT_TIMEOUT_S
     memory_mb = getattr(profile, "memory_limit_mb", None) or default_memory_limit_mb()
     child_ctx = dataclasses.replace(ctx, progress=None)
-    child_args = (job, name, display, _picklable_source(source, device, data, workdir), info, optimized, data, ref_outputs,
-                  accuracy_before, device, child_ctx, workdir, _progress_spec(ctx.progress))
+    child = dataclasses.replace(prepared, source=_picklable_source(prepared.source, device,
+                                                                   prepared.data, workdir))
+    child_args = (child, device, child_ctx, workdir, _progress_spec(ctx.progress))
     started = time.monotonic()
     try:
         text = run_in_child("edgegate.isolation:_gate_device_json", child_args, timeout_s=timeout_s,
@@ -283,13 +283,12 @@ def _gate_device_json(*args) -> str:
     from edgegate import progress as progress_mod
     from edgegate.pipeline import gate_device
 
-    *rest, (kind, started) = args
+    prepared, device, ctx, workdir, (kind, started) = args
     cls = getattr(progress_mod, kind, progress_mod.Progress)
     progress = cls(sys.stderr)
     progress.started = started          # one clock with the parent (CLOCK_MONOTONIC is system-wide)
-    ctx = dataclasses.replace(rest[10], progress=progress)
-    rest[10] = ctx
-    return gate_device(*rest).model_dump_json()
+    ctx = dataclasses.replace(ctx, progress=progress)
+    return gate_device(prepared, device, ctx, workdir).model_dump_json()
 
 
 def _child_main(payload: str, result: str) -> int:

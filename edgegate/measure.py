@@ -27,7 +27,7 @@ from edgegate.targets.base import host_machine
 DEVICE_FIELDS = ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p90_ms_before",
                  "latency_p90_ms_after", "latency_p50_ci95_ms_before", "latency_p50_ci95_ms_after",
                  "latency_runs", "speedup", "speedup_ci95", "accuracy_after", "accuracy_drop_pp",
-                 "accuracy_drop_ci95_pp", "discordant_samples", "top1_agreement",
+                 "accuracy_drop_ci95_pp", "discordant_samples", "top1_agreement", "box_f1",
                  "cosine_similarity", "sqnr_db")
 
 
@@ -40,6 +40,17 @@ def _limits_from_checks(result: DeviceResult) -> dict[str, Limit]:
             file, line = c.source, ""
         out[c.limit] = Limit(c.limit, c.threshold, file, int(line) if line else None)
     return out
+
+
+def _task_of(model: ModelReport, spec, names: list[str]):
+    """The task the gate job inferred (report.json), with the configured detection layout."""
+    from edgegate.pipeline import detection_layout
+    from edgegate.stages.fidelity import TaskInfo
+
+    task = model.info.get("task") or {}
+    return TaskInfo(task=task.get("task") or "regression", inferred=bool(task.get("inferred", True)),
+                    why=task.get("why") or "not recorded by the gate job",
+                    layout=detection_layout(spec.detection, names, model.path))
 
 
 def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_dir: Path,
@@ -76,9 +87,7 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
 def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
                  out_dir: Path, devices: dict, progress: Progress, runner_label: str | None) -> DeviceResult:
     from edgegate.pipeline import confirm_failing_speed
-    from edgegate.stages.benchmark import benchmark_one, benchmark_pair
-    from edgegate.stages.evaluate import collect_outputs, fidelity, pick_output, score, stacked
-    from edgegate.stats import paired_accuracy
+    from edgegate.stages.measurement import FIDELITY_KEYS, Scoring, measure_artifact, time_artifacts
     from edgegate.targets import load_target
 
     src = report_dir / r.artifact.path
@@ -107,58 +116,27 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
     if r.target == "onnxruntime" and model.framework == "onnx" and source.is_file():
         baseline = target.runner(source, threads, model.path)
     bench = loaded.config.benchmark
-    feed = data.evaluation.feed(0)
-    m = r.metrics.model_dump()
-    kept = []
-    if baseline is not None:
-        progress.step("timing FP32 vs artifact interleaved on this device")
-        pair = benchmark_pair(lambda: baseline.infer(feed), lambda: runner.infer(feed),
-                              warmup=bench.warmup, repeats=bench.repeats, min_time_s=bench.min_time_s,
-                              max_time_s=bench.max_time_s)
-        m.update(pair.metrics())
-    else:
-        progress.step("timing the artifact on this device (no FP32 model runs here)")
-        t = benchmark_one(lambda: runner.infer(feed), warmup=bench.warmup, repeats=bench.repeats,
-                          min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
-        m.update(latency_p50_ms_after=t.p50_ms, latency_p90_ms_after=t.p90_ms,
-                 latency_p50_ci95_ms_after=list(t.ci95_ms), latency_runs=t.runs)
-        kept += ["latency_p50_ms_before", "speedup"]
-    progress.step(f"evaluating on {len(data.evaluation)} samples on this device")
-    outputs = collect_outputs(runner.infer, data.evaluation, model.path)
     names = [o["name"] for o in model.info.get("outputs", [])]
-    which = spec.evaluation.output if spec.evaluation else 0
-    if baseline is not None:
-        ref = collect_outputs(baseline.infer, data.evaluation, model.path)
-        m.update({k: finite(v) for k, v in fidelity(ref, outputs).items()})
-    else:
-        ref = None
-        kept += ["top1_agreement", "cosine_similarity", "sqnr_db"]
-    labels = data.evaluation.labels
-    if labels is not None and m.get("metric") not in (None, "fidelity"):
-        after = score(m["metric"], stacked(pick_output(outputs, which, names, model.path)), labels,
-                      loaded.root)
-        m["accuracy_after"] = after
-        if m["metric"] in ("top1", "top5") and m.get("accuracy_before") is not None:
-            m["accuracy_drop_pp"] = m["accuracy_before"] - after
-            if ref is not None:
-                m.update(paired_accuracy(m["metric"], ref, outputs, which, names, labels, model.path))
-            else:
-                m["accuracy_drop_ci95_pp"] = None
-                m["discordant_samples"] = None
-                m.setdefault("not_measured", {})["accuracy_drop_ci95_pp"] = \
-                    "the FP32 model does not run on this device"
+    scoring = Scoring(task=_task_of(model, spec, names), ref_outputs=None, output_names=names,
+                      metric=r.metrics.metric, which=spec.evaluation.output if spec.evaluation else 0,
+                      accuracy_before=r.metrics.accuracy_before, root=loaded.root)
+    measured = measure_artifact(runner, baseline, data.evaluation, bench, scoring, model.path,
+                                lambda text: progress.step(f"{text} on this device"))
+    m = r.metrics.model_dump()
+    m.update(measured.metrics)
+    kept = [] if baseline is not None else ["latency_p50_ms_before", "speedup", *FIDELITY_KEYS]
+    m.setdefault("not_measured", {}).update(
+        {k: why for k, why in measured.not_measured.items() if k not in kept})
     profile = dev.profile if dev else DeviceProfile(target=r.target)
     resolved = ResolvedDevice(r.device, r.target, profile, _limits_from_checks(r))
     confirmation = None
-    if baseline is not None:
+    if measured.pair is not None:
         def retime():
             fresh = target.runner(dest, threads, model.path, r.artifact.input_binding)
             fresh_base = target.runner(source, threads, model.path)
-            return benchmark_pair(lambda: fresh_base.infer(feed), lambda: fresh.infer(feed),
-                                  warmup=bench.warmup, repeats=bench.repeats,
-                                  min_time_s=bench.min_time_s, max_time_s=bench.max_time_s, seed=1)
+            return time_artifacts(fresh_base, fresh, data.evaluation.feed(0), bench, seed=1)
 
-        confirmation = confirm_failing_speed(m, resolved, pair, retime, progress,
+        confirmation = confirm_failing_speed(m, resolved, measured.pair, retime, progress,
                                              f"{model.path}@{r.device}")
     measurement = {**runner.measurement, "where": "device", "device": r.device,
                    "machine": host_machine(), "runner_label": runner_label,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import shutil
@@ -18,7 +19,7 @@ from edgegate.data.sources import ModelData, prepare_data
 from edgegate.discover import ModelJob
 from edgegate.discover.detect import check_not_lfs_pointer, detect_framework
 from edgegate.discover.paths import inside_workspace
-from edgegate.errors import EdgeGateError, InputError, describe
+from edgegate.errors import ConfigError, EdgeGateError, InputError, describe
 from edgegate.frontends import SourceModel, load_frontend
 from edgegate.frontends.export_check import check_on_data
 from edgegate.frontends.onnx import check_weights
@@ -27,8 +28,10 @@ from edgegate.progress import Progress
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
-from edgegate.stages.benchmark import PairTiming, benchmark_pair, pooled
-from edgegate.stages.evaluate import collect_outputs, fidelity, pick_output, score, stacked
+from edgegate.stages.benchmark import PairTiming, pooled
+from edgegate.stages.evaluate import collect_outputs, pick_output, score, stacked
+from edgegate.stages.fidelity import PRIMARY_METRIC, DetectionLayout, TaskInfo, infer_task
+from edgegate.stages.measurement import FIDELITY_KEYS, Scoring, measure_artifact, time_artifacts
 from edgegate.stages.optimize import optimize
 from edgegate.targets import availability, load_target
 from edgegate.targets.base import CompileJob
@@ -44,6 +47,31 @@ class RunContext:
     progress: Progress
     keep_workdir: bool = False
     work_bytes_peak: int = 0     # the largest one model's work folder grew to (disk usage)
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """One model ready to gate on its devices: loaded, analysed, optimized, its data prepared and
+    its reference outputs (and labelled accuracy) taken once for every device."""
+
+    job: ModelJob
+    name: str
+    display: str
+    source: SourceModel
+    info: ModelInfo
+    optimized: Path
+    data: ModelData
+    ref_outputs: list
+    accuracy_before: float | None
+    task: TaskInfo
+
+    def scoring(self, root: Path) -> Scoring:
+        spec = self.job.spec
+        return Scoring(task=self.task, ref_outputs=self.ref_outputs,
+                       output_names=[o.name for o in self.info.outputs],
+                       metric=self.data.evaluation.info.get("metric"),
+                       which=spec.evaluation.output if spec.evaluation else 0,
+                       accuracy_before=self.accuracy_before, root=root)
 
 
 def sha256_of(path: Path) -> str:
@@ -132,6 +160,10 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
                 which = job.spec.evaluation.output if job.spec.evaluation else 0
                 accuracy_before = score(metric, stacked(pick_output(ref_outputs, which, out_names, display)),
                                         data.evaluation.labels, ctx.root)
+            task = infer_task(job.spec.task, [(t.name, t.shape, t.dtype) for t in info.inputs],
+                              [(t.name, t.shape, t.dtype) for t in info.outputs], ref_outputs,
+                              detection_layout(job.spec.detection, out_names, display))
+            progress.step(f"{name}: task {task.task} ({task.why})")
         except EdgeGateError as exc:
             progress.warn(f"{name}: {exc.full}")
             return ModelReport(**base, status="error", error=_error(exc))
@@ -145,13 +177,14 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             info_dict["export_check"] = {**source.details, "check_data": export_check}
         data_dict = {"calibration": _clean(data.calibration.info),
                      "evaluation": _clean(data.evaluation.info)}
+        info_dict["task"] = {"task": task.task, "inferred": task.inferred, "why": task.why}
+        prepared = PreparedModel(job, name, display, source, info, optimized, data, ref_outputs,
+                                 accuracy_before, task)
         results = []
         for device_id in devices_for(job, ctx.config):
             device = ctx.devices[device_id]
             with progress.group(f"{name} → {device_id} ({device.target})"):
-                results.append(gate_device_isolated(job, name, display, source, info, optimized,
-                                                    data, ref_outputs, accuracy_before, device,
-                                                    ctx, workdir))
+                results.append(gate_device_isolated(prepared, device, ctx, workdir))
         report = ModelReport(**base, info=info_dict, data=data_dict, warnings=data.warnings,
                              results=results)
         return report.model_copy(update={"status": model_status(report)})
@@ -183,118 +216,97 @@ def _clean(info: dict) -> dict:
     return {k: v for k, v in info.items() if not k.startswith("_")}
 
 
-def gate_device(job: ModelJob, name: str, display: str, source: SourceModel, info: ModelInfo,
-                optimized: Path, data: ModelData, ref_outputs: list, accuracy_before: float | None,
-                device: ResolvedDevice, ctx: RunContext, workdir: Path) -> DeviceResult:
+def gate_device(prepared: PreparedModel, device: ResolvedDevice, ctx: RunContext,
+                workdir: Path) -> DeviceResult:
     if device.profile.candidates:    # several runtimes: each gated here, the best ships (stages/select.py)
         from edgegate.stages.select import gate_candidates
-        return gate_candidates(gate_device, job, name, display, source, info, optimized, data,
-                               ref_outputs, accuracy_before, device, ctx, workdir)
+        return gate_candidates(gate_device, prepared, device, ctx, workdir)
     started = time.monotonic()
-    progress = ctx.progress
     avail = availability(device.target)
     if not avail.can_compile:
         reason = avail.reason + (f"; install with {avail.install_hint}" if avail.install_hint else "")
         return DeviceResult(device=device.id, target=device.target, status="skipped", reason=reason)
+    label = f"{prepared.name} → {device.id}"
     try:
-        target = load_target(device.target)
-        quant = _quantization(job, ctx.config, device)
-        progress.step(f"{name} → {device.id}: compiling ({device.target})")
-        dev_work = workdir / slug(device.id)
-        dev_work.mkdir(parents=True, exist_ok=True)
-        compiled = target.compile(CompileJob(
-            model_path=optimized, source_path=source.onnx_path, info=info,
-            calibration=data.calibration, evaluation=data.evaluation, device=device,
-            quantization=quant, benchmark=ctx.config.benchmark, workdir=dev_work,
-            display=display, name=slug(name), source=source))
-        artifact = _publish_artifact(compiled.artifact, ctx.out_dir, name, device.id,
-                                     compiled.precision)
-        for extra in compiled.extra_files:     # e.g. build-engine.sh beside the artifact
-            shutil.move(str(extra), artifact.with_name(f"{slug(name)}-{slug(device.id)}-{extra.name}"))
-        art = Artifact(path=artifact.relative_to(ctx.out_dir).as_posix(), sha256=sha256_of(artifact),
-                       size_bytes=size_of(artifact), precision=compiled.precision,
-                       format=compiled.format, input_binding=compiled.input_binding)
-        size_before = size_of(source.onnx_path) if source.framework == "onnx" else None
-        size_before = _source_size(job, ctx.root) or size_before
-        metrics: dict = {"size_bytes_before": size_before, "size_bytes_after": art.size_bytes,
-                         "size_ratio": (size_before / art.size_bytes) if size_before else None,
-                         "size_mb_after": art.size_bytes / 1e6, "metric": data.evaluation.info.get("metric"),
-                         "accuracy_before": accuracy_before, "eval_samples": len(data.evaluation)}
-        not_measured: dict[str, str] = {}
-        measurement: dict = {}
-        if compiled.measurable:
-            threads = device.profile.threads or ctx.config.benchmark.threads
-            runner = target.runner(artifact, threads, display, art.input_binding)
-            baseline = target.runner(compiled.baseline, threads, display, art.input_binding)
-            measurement = dict(runner.measurement)
-            bench = ctx.config.benchmark
-            feed = data.evaluation.feed(0)
-            progress.step(f"{name} → {device.id}: timing FP32 vs {compiled.precision} interleaved")
-            pair = benchmark_pair(lambda: baseline.infer(feed), lambda: runner.infer(feed),
-                                  warmup=bench.warmup, repeats=bench.repeats,
-                                  min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
-            measurement["baseline"] = f"FP32 model on {measurement.get('runtime')} (same process, interleaved)"
-            metrics.update(pair.metrics())
-            progress.step(f"{name} → {device.id}: evaluating on {len(data.evaluation)} samples")
-            new_outputs = collect_outputs(runner.infer, data.evaluation, display)
-            fid = fidelity(ref_outputs, new_outputs)
-            metrics.update({k: finite(v) for k, v in fid.items()})
-            if fid.get("sqnr_db") == float("inf"):
-                not_measured["sqnr_db"] = "outputs are identical to the reference (infinite SQNR)"
-            if accuracy_before is not None:
-                which = job.spec.evaluation.output if job.spec.evaluation else 0
-                after = score(metrics["metric"], stacked(pick_output(new_outputs, which,
-                              [o.name for o in info.outputs], display)), data.evaluation.labels, ctx.root)
-                metrics["accuracy_after"] = after
-                if metrics["metric"] in ("top1", "top5"):
-                    metrics["accuracy_drop_pp"] = accuracy_before - after
-                    from edgegate.stats import paired_accuracy   # paired 95% interval of the drop
-                    metrics.update(paired_accuracy(metrics["metric"], ref_outputs, new_outputs, which,
-                                                   [o.name for o in info.outputs],
-                                                   data.evaluation.labels, display))
-                else:
-                    not_measured["accuracy_drop_pp"] = f"metric '{metrics['metric']}' is not a percentage"
-            else:
-                for key in ("accuracy_before", "accuracy_after", "accuracy_drop_pp"):
-                    not_measured[key] = "no labelled evaluation data"
-            if fid.get("top1_agreement") is None and "top1_agreement" not in not_measured:
-                not_measured["top1_agreement"] = "the output is not one score vector per sample"
-            del runner, baseline
-
-            def retime():
-                fresh = target.runner(artifact, threads, display, art.input_binding)
-                fresh_base = target.runner(compiled.baseline, threads, display, art.input_binding)
-                return benchmark_pair(lambda: fresh_base.infer(feed), lambda: fresh.infer(feed),
-                                      warmup=bench.warmup, repeats=bench.repeats,
-                                      min_time_s=bench.min_time_s, max_time_s=bench.max_time_s, seed=1)
-
-            confirmation = confirm_failing_speed(metrics, device, pair, retime, progress,
-                                                 f"{name} → {device.id}")
-            if confirmation:
-                measurement["speed_confirmation"] = confirmation
-        else:
-            why = compiled.not_measurable_reason or "this machine cannot run the artifact"
-            for key in ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p50_ms_after",
-                        "speedup", "accuracy_after", "accuracy_drop_pp", "top1_agreement",
-                        "cosine_similarity", "sqnr_db"):
-                not_measured[key] = why
-            measurement = {"where": "not measured", "reason": why}
-        metrics["not_measured"] = not_measured
-        result = DeviceResult(device=device.id, target=device.target, status="passed",
-                              artifact=art, metrics=Metrics(**metrics), measurement=measurement,
-                              quantization=compiled.quantization, notes=compiled.notes,
-                              duration_s=round(time.monotonic() - started, 2))
-        return check_result(result, device)
+        return check_result(_compile_and_measure(prepared, device, ctx, workdir, started), device)
     except EdgeGateError as exc:
-        progress.warn(f"{name} → {device.id}: {exc.full}")
+        ctx.progress.warn(f"{label}: {exc.full}")
         return DeviceResult(device=device.id, target=device.target, status="error",
                             reason=exc.message, error=_error(exc),
                             duration_s=round(time.monotonic() - started, 2))
     except Exception as exc:  # a toolchain crash stays in this row
-        progress.warn(f"{name} → {device.id}: internal error: {type(exc).__name__}: {exc}")
+        ctx.progress.warn(f"{label}: internal error: {type(exc).__name__}: {exc}")
         return DeviceResult(device=device.id, target=device.target, status="error",
                             reason=f"{type(exc).__name__}: {exc}"[:500], error=_error(exc),
                             duration_s=round(time.monotonic() - started, 2))
+
+
+def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunContext, workdir: Path,
+                         started: float) -> DeviceResult:
+    progress, label = ctx.progress, f"{p.name} → {device.id}"
+    target = load_target(device.target)
+    progress.step(f"{label}: compiling ({device.target})")
+    dev_work = workdir / slug(device.id)
+    dev_work.mkdir(parents=True, exist_ok=True)
+    compiled = target.compile(CompileJob(
+        model_path=p.optimized, source_path=p.source.onnx_path, info=p.info,
+        calibration=p.data.calibration, evaluation=p.data.evaluation, device=device,
+        quantization=_quantization(p.job, ctx.config, device), benchmark=ctx.config.benchmark,
+        workdir=dev_work, display=p.display, name=slug(p.name), source=p.source))
+    artifact = _publish_artifact(compiled.artifact, ctx.out_dir, p.name, device.id, compiled.precision)
+    for extra in compiled.extra_files:     # e.g. build-engine.sh beside the artifact
+        shutil.move(str(extra), artifact.with_name(f"{slug(p.name)}-{slug(device.id)}-{extra.name}"))
+    art = Artifact(path=artifact.relative_to(ctx.out_dir).as_posix(), sha256=sha256_of(artifact),
+                   size_bytes=size_of(artifact), precision=compiled.precision,
+                   format=compiled.format, input_binding=compiled.input_binding)
+    size_before = _source_size(p.job, ctx.root) or (
+        size_of(p.source.onnx_path) if p.source.framework == "onnx" else None)
+    metrics: dict = {"size_bytes_before": size_before, "size_bytes_after": art.size_bytes,
+                     "size_ratio": (size_before / art.size_bytes) if size_before else None,
+                     "size_mb_after": art.size_bytes / 1e6,
+                     "metric": p.data.evaluation.info.get("metric"),
+                     "accuracy_before": p.accuracy_before, "eval_samples": len(p.data.evaluation),
+                     "task": p.task.task, "task_why": p.task.why,
+                     "primary_metric": PRIMARY_METRIC[p.task.task]}
+    not_measured: dict[str, str] = {}
+    if compiled.measurable:
+        threads = device.profile.threads or ctx.config.benchmark.threads
+
+        def runners():
+            return (target.runner(artifact, threads, p.display, art.input_binding),
+                    target.runner(compiled.baseline, threads, p.display, art.input_binding))
+
+        runner, baseline = runners()
+        measurement = dict(runner.measurement)
+        measurement["baseline"] = f"FP32 model on {measurement.get('runtime')} (same process, interleaved)"
+        measured = measure_artifact(runner, baseline, p.data.evaluation, ctx.config.benchmark,
+                                    p.scoring(ctx.root), p.display,
+                                    lambda text: progress.step(f"{label}: {text}"))
+        metrics.update(measured.metrics)
+        not_measured.update(measured.not_measured)
+        if p.accuracy_before is None:
+            not_measured["accuracy_before"] = "no labelled evaluation data"
+        del runner, baseline
+
+        def retime():
+            fresh, fresh_base = runners()
+            return time_artifacts(fresh_base, fresh, p.data.evaluation.feed(0), ctx.config.benchmark,
+                                  seed=1)
+
+        confirmation = confirm_failing_speed(metrics, device, measured.pair, retime, progress, label)
+        if confirmation:
+            measurement["speed_confirmation"] = confirmation
+    else:
+        why = compiled.not_measurable_reason or "this machine cannot run the artifact"
+        for key in ("latency_p50_ms_before", "latency_p50_ms_after", "speedup", "accuracy_after",
+                    "accuracy_drop_pp", *FIDELITY_KEYS):
+            not_measured[key] = why
+        measurement = {"where": "not measured", "reason": why}
+    metrics["not_measured"] = not_measured
+    return DeviceResult(device=device.id, target=device.target, status="passed", artifact=art,
+                        metrics=Metrics(**metrics), measurement=measurement,
+                        quantization=compiled.quantization, notes=compiled.notes,
+                        duration_s=round(time.monotonic() - started, 2))
 
 
 def _source_size(job: ModelJob, root: Path) -> int | None:
@@ -302,6 +314,37 @@ def _source_size(job: ModelJob, root: Path) -> int | None:
         return size_of(_model_path(job, root))
     except (EdgeGateError, OSError):
         return None
+
+
+def detection_layout(spec, output_names: list[str], display: str) -> DetectionLayout | None:
+    """edgegate.yml's ``detection:`` as the decoder's layout (output names resolved to indices)."""
+    if spec is None:
+        return None
+
+    def index(ref, field_name: str) -> int | None:
+        if ref is None or isinstance(ref, int):
+            if isinstance(ref, int) and ref >= len(output_names):
+                raise ConfigError(f"detection.{field_name} is {ref} but the model has "
+                                  f"{len(output_names)} outputs", file=display,
+                                  field=f"detection.{field_name}",
+                                  fix=f"use 0..{len(output_names) - 1} or an output name")
+            return ref
+        if ref not in output_names:
+            raise ConfigError(f"the model has no output named '{ref}'", file=display,
+                              field=f"detection.{field_name}", fix="use one of " + ", ".join(output_names))
+        return output_names.index(ref)
+
+    layout = DetectionLayout(kind=spec.layout, output=index(spec.output, "output"),
+                             scores_output=index(spec.scores_output, "scores_output"),
+                             box_format=spec.box_format,
+                             conf_threshold=spec.conf_threshold, iou_threshold=spec.iou_threshold,
+                             match_iou=spec.match_iou)
+    if spec.channels_first is not None:
+        layout = dataclasses.replace(layout, channels_first=spec.channels_first)
+    if spec.layout == "ssd" and layout.scores_output is None:
+        raise ConfigError("an ssd layout needs the scores output", file=display,
+                          field="detection.scores_output", fix="name the output holding the scores")
+    return layout
 
 
 def _quantization(job: ModelJob, config: Config, device: ResolvedDevice) -> QuantizationSpec:

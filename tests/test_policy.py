@@ -63,3 +63,58 @@ def test_exit_codes():
     too_slow = ModelReport(path="e", name="e", status="error",
                            error=ErrorInfo(kind="isolation", message="timed out after 20 s"))
     assert exit_code_for([too_slow], []) == 2
+
+
+def builtin_device(**limits):
+    return ResolvedDevice("x86-cpu", "onnxruntime", DeviceProfile(target="onnxruntime"),
+                          {k: Limit(k, v, "policies/x86-cpu.yml", 10 + i, builtin=True)
+                           for i, (k, v) in enumerate(limits.items())})
+
+
+FIDELITY_DEFAULTS = dict(min_top1_agreement=0.99, min_box_f1=0.95, min_cosine_similarity=0.99,
+                         min_sqnr_db=20.0)
+HOST = {"where": "host", "runtime": "onnxruntime"}
+
+
+def measured(**metrics):
+    return result(**metrics).model_copy(update={"measurement": HOST})
+
+
+def test_builtin_fidelity_defaults_gate_only_the_tasks_own_metric():
+    # a classifier whose predictions drifted fails on agreement; its low SQNR is not its gate
+    r = check_result(measured(task="classification", primary_metric="top1_agreement",
+                              top1_agreement=0.86, cosine_similarity=0.95, sqnr_db=9.0),
+                     builtin_device(**FIDELITY_DEFAULTS))
+    assert r.status == "failed"
+    assert [c.limit for c in r.checks] == ["min_top1_agreement"]
+    # a detector is gated on box F1, not on top-1 agreement it does not have
+    r = check_result(measured(task="detection", primary_metric="box_f1", box_f1=0.64,
+                              cosine_similarity=0.999, sqnr_db=35.0),
+                     builtin_device(**FIDELITY_DEFAULTS))
+    assert [(v.limit, v.measured) for v in r.violations] == [("min_box_f1", 0.64)]
+    # the same limits set by the repository apply to every model of the device
+    r = check_result(measured(task="detection", primary_metric="box_f1", box_f1=0.97,
+                              cosine_similarity=0.98), device(min_cosine_similarity=0.99))
+    assert [v.limit for v in r.violations] == ["min_cosine_similarity"]
+
+
+def test_a_task_fidelity_that_cannot_be_computed_fails_never_passes():
+    why = "the FP32 model detects no box above conf 0.25 on the 40 evaluation samples"
+    r = check_result(measured(task="detection", primary_metric="box_f1",
+                              not_measured={"box_f1": why}), builtin_device(**FIDELITY_DEFAULTS))
+    assert r.status == "failed"
+    assert why in r.violations[0].note and "fails rather than pass" in r.violations[0].note
+    # where the artifact cannot run at all (Core ML off macOS) it is not measured, not failed
+    off = result(task="detection", primary_metric="box_f1",
+                 not_measured={"box_f1": "needs macOS"}).model_copy(
+        update={"measurement": {"where": "not measured", "reason": "needs macOS"}})
+    assert check_result(off, builtin_device(**FIDELITY_DEFAULTS)).status == "passed"
+
+
+def test_identical_outputs_pass_an_sqnr_limit():
+    from edgegate.report.model import IDENTICAL_OUTPUTS
+
+    r = check_result(measured(task="regression", primary_metric="sqnr_db",
+                              not_measured={"sqnr_db": IDENTICAL_OUTPUTS}),
+                     builtin_device(**FIDELITY_DEFAULTS))
+    assert r.status == "passed" and r.checks[0].passed is True

@@ -6,8 +6,24 @@ from edgegate.report.model import Report
 from edgegate.report.render import fmt_bytes, fmt_num
 
 
+def fidelity_text(m) -> str:
+    """The task's own fidelity number against the FP32 model (label-free), e.g. 'box F1 0.97'."""
+    p = m.primary_metric
+    value = getattr(m, p, None) if p else None
+    if p is None or value is None:
+        return "n/a" if p is None or m.not_measured.get(p) is None else "not measured"
+    if p == "top1_agreement":
+        return f"agree {value * 100:.1f}%"
+    if p == "box_f1":
+        return f"box F1 {value:.3f}"
+    if p == "cosine_similarity":
+        return f"cosine {value:.4f}"
+    return f"SQNR {value:.1f} dB"
+
+
 def verdict_table(report: Report) -> str:
-    rows = [("model", "device", "status", "size", "ratio", "p50 ms", "speedup", "acc drop pp", "agree")]
+    rows = [("model", "device", "status", "size", "ratio", "p50 ms", "speedup", "acc drop pp",
+             "fidelity vs FP32")]
     for model in report.models:
         if model.error is not None:
             rows.append((model.name, "—", "error", "", "", "", "", "", ""))
@@ -18,8 +34,7 @@ def verdict_table(report: Report) -> str:
                          fmt_bytes(m.size_bytes_after), fmt_num(m.size_ratio, 2, "x"),
                          f"{fmt_num(m.latency_p50_ms_before)}→{fmt_num(m.latency_p50_ms_after)}"
                          if m.latency_p50_ms_after is not None else "n/a",
-                         fmt_num(m.speedup, 2, "x"), fmt_num(m.accuracy_drop_pp, 2),
-                         fmt_num(m.top1_agreement * 100 if m.top1_agreement is not None else None, 1, "%")))
+                         fmt_num(m.speedup, 2, "x"), fmt_num(m.accuracy_drop_pp, 2), fidelity_text(m)))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,6 +131,7 @@ class Limit:
     value: float
     file: str
     line: int | None
+    builtin: bool = False          # set by a built-in device profile, not by the repository
 
     @property
     def source(self) -> str:
@@ -164,7 +166,8 @@ def builtin_policy_dir() -> Path:
 def builtin_profiles() -> list[tuple[PolicyFile, Sourced]]:
     out = []
     for file in sorted(builtin_policy_dir().glob("*.yml")):
-        out.append(load_policy(file, display=f"policies/{file.name}"))
+        policy, doc = load_policy(file, display=f"policies/{file.name}")
+        out.append((policy, dataclasses.replace(doc, builtin=True)))
     return out
 
 
@@ -185,7 +188,8 @@ def resolve_devices(policy_files: list[tuple[PolicyFile, Sourced]]) -> dict[str,
                     if value is None:
                         limits.setdefault(dev_id, {}).pop(name, None)
                     else:
-                        limits.setdefault(dev_id, {})[name] = Limit(name, float(value), doc.file, line)
+                        limits.setdefault(dev_id, {})[name] = Limit(name, float(value), doc.file, line,
+                                                                       doc.builtin)
     out = {}
     for dev_id, data in merged.items():
         profile = DeviceProfile.model_validate(data)

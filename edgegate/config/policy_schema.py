@@ -17,7 +17,12 @@ LIMITS: dict[str, tuple[str, str, str]] = {
     "min_size_ratio": ("min", "size_ratio", "x"),
     "min_top1_agreement": ("min", "top1_agreement", ""),
     "min_sqnr_db": ("min", "sqnr_db", "dB"),
+    "min_box_f1": ("min", "box_f1", ""),
+    "min_cosine_similarity": ("min", "cosine_similarity", ""),
 }
+
+# Label-free fidelity against the FP32 model: each task gates on one of these by default.
+FIDELITY_LIMITS = ("min_top1_agreement", "min_box_f1", "min_cosine_similarity", "min_sqnr_db")
 
 
 class Limits(BaseModel):
@@ -28,8 +33,14 @@ class Limits(BaseModel):
     max_size_mb: float | None = Field(None, gt=0, description="compressed artifact, 1 MB = 1e6 bytes")
     max_latency_p50_ms: float | None = Field(None, gt=0)
     min_size_ratio: float | None = Field(None, gt=0, description="original bytes / compressed bytes")
-    min_top1_agreement: float | None = Field(None, ge=0, le=1)
-    min_sqnr_db: float | None = None
+    min_top1_agreement: float | None = Field(
+        None, ge=0, le=1, description="share of samples (pixels, for segmentation) whose top-1 class "
+                                      "matches the FP32 model's")
+    min_sqnr_db: float | None = Field(None, description="worst per-channel SQNR of the outputs vs FP32")
+    min_box_f1: float | None = Field(None, ge=0, le=1, description="detections after NMS matched to "
+                                                                   "the FP32 model's (F1)")
+    min_cosine_similarity: float | None = Field(None, ge=-1, le=1, description="mean cosine of the "
+                                                                               "outputs vs FP32")
 
 
 class DeviceProfile(Limits):

@@ -75,6 +75,25 @@ class QuantizationSpec(_Strict):
         None, ge=1, description="evaluation samples the search scores candidates on (default: all)")
 
 
+TASKS = ("classification", "detection", "embedding", "segmentation", "regression", "sequence")
+
+
+class DetectionSpec(_Strict):
+    """How a detector's outputs decode into boxes, for box F1 against the FP32 model (label-free)."""
+
+    layout: Literal["yolov8", "yolov5", "ssd"] = Field(
+        description="yolov8: one [N, 4+classes, anchors] tensor (boxes + class scores); yolov5: "
+                    "[N, anchors, 5+classes] with objectness; ssd: separate boxes and scores outputs")
+    output: int | str = Field(0, description="the output holding the boxes (index or name)")
+    scores_output: int | str | None = Field(None, description="ssd: the output holding the scores")
+    box_format: Literal["xywh", "xyxy"] = "xywh"
+    channels_first: bool | None = Field(None, description="yolov8: [N, 4+C, A] (true) or [N, A, 4+C] "
+                                                          "(false); default: told from the shape")
+    conf_threshold: float = Field(0.25, gt=0, lt=1)
+    iou_threshold: float = Field(0.45, gt=0, le=1, description="NMS")
+    match_iou: float = Field(0.5, gt=0, le=1, description="a box matches the FP32 box at this IoU")
+
+
 class InputSpec(_Strict):
     shape: list[int | str] = Field(description="dimensions; a string names a dynamic axis")
     dtype: str = "float32"
@@ -96,6 +115,11 @@ class ModelSpec(_Strict):
     evaluation: EvaluationSpec | None = None
     devices: list[str] | None = None
     quantization: QuantizationSpec | None = None
+    task: Literal["auto", "classification", "detection", "embedding", "segmentation", "regression",
+                  "sequence"] = Field(
+        "auto", description="what the model's outputs mean: decides the label-free fidelity metric "
+                            "gated by default (auto: inferred from the graph, and the report says how)")
+    detection: DetectionSpec | None = Field(None, description="detectors: how to decode the outputs")
     inputs: dict[str, InputSpec] | None = None
     factory: str | None = Field(
         None, description="PyTorch weights-only checkpoint (state_dict): 'module:function' returning "

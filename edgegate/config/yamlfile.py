@@ -28,6 +28,7 @@ class Sourced:
     data: Any
     file: str
     lines: dict = field(default_factory=dict)   # Loc -> 1-based line
+    builtin: bool = False                       # one of EdgeGate's own device profiles
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of ``loc`` or of its nearest ancestor that has one."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edgegate.config.load import ResolvedDevice
-from edgegate.config.policy_schema import LIMITS
-from edgegate.report.model import Check, DeviceResult, ModelReport, Report
+from edgegate.config.policy_schema import FIDELITY_LIMITS, LIMITS
+from edgegate.report.model import IDENTICAL_OUTPUTS, Check, DeviceResult, ModelReport, Report
 
 # Exact measurements are compared as they are; latency ratios use the confidence interval so a
 # gate never flips on timing noise: a speedup fails only when even the interval's upper bound is
@@ -37,11 +37,30 @@ def _measured(result: DeviceResult, metric: str, device: ResolvedDevice | None =
     return value, value, None
 
 
+def _applies(name: str, limit, result: DeviceResult) -> bool:
+    """A built-in profile's fidelity defaults gate only the metric of the model's task (top-1
+    agreement for a classifier, box F1 for a detector, ...); limits a repository sets apply to
+    every model of the device."""
+    if name not in FIDELITY_LIMITS or not getattr(limit, "builtin", False):
+        return True
+    primary = result.metrics.primary_metric
+    return primary is None or LIMITS[name][1] == primary
+
+
+def _unmeasured_fails(metric: str, result: DeviceResult) -> bool:
+    """The task's own fidelity metric missing on an artifact that ran here is a failure, never a
+    pass: a gate that cannot tell whether the outputs held must say no."""
+    return (metric == result.metrics.primary_metric
+            and result.measurement.get("where") not in (None, "not measured"))
+
+
 def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceResult:
     if result.status in ("error", "skipped") or device is None:
         return result
     checks = []
     for name, limit in sorted(device.limits.items()):
+        if not _applies(name, limit, result):
+            continue
         direction, metric, _unit = LIMITS[name]
         value, decide, note = _measured(result, metric, device)
         warning = None
@@ -51,8 +70,17 @@ def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceR
             warning = evaluation_too_small(result.metrics.eval_samples, limit.value)
         if decide is None:
             why = result.metrics.not_measured.get(metric) or "not measured"
+            if why == IDENTICAL_OUTPUTS and direction == "min":     # infinite SQNR: perfect
+                checks.append(Check(limit=name, metric=metric, threshold=limit.value,
+                                    measured=None, passed=True, source=limit.source, note=why))
+                continue
+            fails = _unmeasured_fails(metric, result)
+            if fails:
+                why = (f"{why}; the {result.metrics.task} model's fidelity ({metric}) could not be "
+                       "computed, so the gate fails rather than pass unchecked")
             checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=None,
-                                passed=None, source=limit.source, note=why, warning=warning))
+                                passed=False if fails else None, source=limit.source, note=why,
+                                warning=warning))
             continue
         ok = decide <= limit.value if direction == "max" else decide >= limit.value
         checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=value,

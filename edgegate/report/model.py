@@ -63,9 +63,18 @@ class Metrics(_Record):
     accuracy_after: float | None = None
     accuracy_drop_pp: float | None = None
     eval_samples: int | None = None
-    top1_agreement: float | None = None
+    # label-free fidelity against the FP32 model (stages/fidelity.py); the task decides which gates
+    task: str | None = None                        # classification | detection | embedding | ...
+    task_why: str | None = None                    # declared, or what the inference saw
+    primary_metric: str | None = None              # the fidelity metric this task gates on
+    top1_agreement: float | None = None            # per sample (per pixel for segmentation)
+    box_f1: float | None = None                    # detections after NMS vs the FP32 model's
+    box_f1_detections_fp32: int | None = None
     cosine_similarity: float | None = None
-    sqnr_db: float | None = None
+    sqnr_db: float | None = None                   # worst channel of the worst output
+    sqnr_db_tensor: float | None = None            # whole-tensor SQNR of the worst output
+    sqnr_worst_output: int | None = None
+    sqnr_worst_channel: int | None = None
     not_measured: dict[str, str] = Field(default_factory=dict)   # field -> why it is null
     # paired statistics over the evaluation samples (edgegate/stats.py)
     accuracy_drop_ci95_pp: list[float] | None = None
@@ -222,6 +231,10 @@ class Report(_Record):
     carried: list[ModelReport] = Field(default_factory=list)   # unchanged models, from the cache
     only: list[str] = Field(default_factory=list)   # MODEL@DEVICE pairs of a partial report
     disk: DiskUsage | None = None      # disk usage of the run (absent in older reports)
+
+
+# not_measured reason of an SQNR that is infinite (JSON has no Infinity): a perfect value, not a gap
+IDENTICAL_OUTPUTS = "outputs are identical to the reference (infinite SQNR)"
 
 
 def finite(value: float | None) -> float | None:

@@ -39,8 +39,7 @@ def candidate_targets(device) -> list[str]:
     return out
 
 
-def gate_candidates(gate: Callable[..., DeviceResult], job, name, display, source, info, optimized,
-                    data, ref_outputs, accuracy_before, device, ctx, workdir) -> DeviceResult:
+def gate_candidates(gate: Callable[..., DeviceResult], prepared, device, ctx, workdir) -> DeviceResult:
     """``gate`` is pipeline.gate_device; it runs once per candidate target."""
     started = time.monotonic()
     results: list[DeviceResult] = []
@@ -52,11 +51,10 @@ def gate_candidates(gate: Callable[..., DeviceResult], job, name, display, sourc
     for target in targets:
         profile = device.profile.model_copy(update={"target": target, "candidates": None})
         one = dataclasses.replace(device, target=target, profile=profile)
-        ctx.progress.step(f"{name} → {device.id}: candidate runtime {target}")
-        results.append(gate(job, name, display, source, info, optimized, data, ref_outputs,
-                            accuracy_before, one, ctx, workdir / f"candidate-{target}"))
+        ctx.progress.step(f"{prepared.name} → {device.id}: candidate runtime {target}")
+        results.append(gate(prepared, one, ctx, workdir / f"candidate-{target}"))
     threads = device.profile.threads or ctx.config.benchmark.threads
-    feed = data.evaluation.feed(0)
+    feed = prepared.data.evaluation.feed(0)
     chosen, why, h2h = choose(results, device.target, lambda a, b: head_to_head(a, b, ctx, threads, feed))
     alternatives = []
     for r in results:
@@ -129,17 +127,15 @@ def choose(results: list[DeviceResult], primary: str,
 
 
 def head_to_head(a: DeviceResult, b: DeviceResult, ctx, threads, feed) -> tuple[float, tuple[float, float]]:
-    from edgegate.stages.benchmark import benchmark_pair
+    from edgegate.stages.measurement import time_artifacts
     from edgegate.targets import load_target
 
     ra = load_target(a.target).runner(ctx.out_dir / a.artifact.path, threads, a.device,
                                       a.artifact.input_binding)
     rb = load_target(b.target).runner(ctx.out_dir / b.artifact.path, threads, b.device,
                                       b.artifact.input_binding)
-    bench = ctx.config.benchmark
     ctx.progress.step(f"{a.device}: timing {a.target} vs {b.target} interleaved")
-    pair = benchmark_pair(lambda: ra.infer(feed), lambda: rb.infer(feed), warmup=bench.warmup,
-                          repeats=bench.repeats, min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
+    pair = time_artifacts(ra, rb, feed, ctx.config.benchmark)
     # speedup = a's p50 / b's p50; the ratio asked for is b / a
     return 1 / pair.speedup, (1 / pair.speedup_ci95[1], 1 / pair.speedup_ci95[0])
 

@@ -28,15 +28,26 @@ class Budget:
     kind: str            # accuracy_drop_pp | disagreement_pp | sqnr_db
     value: float
     source: str          # policy file:line, or why a default was used
+    also: tuple["Budget", ...] = ()   # further limits a candidate must meet (e.g. agreement)
 
     def met(self, quality: "Quality") -> bool | None:
+        own = self._met_own(quality)
+        others = [b.met(quality) for b in self.also]
+        if own is False or False in others:
+            return False
+        return own
+
+    def _met_own(self, quality: "Quality") -> bool | None:
         if self.kind == "sqnr_db":
             return None if quality.sqnr_db is None else bool(quality.sqnr_db >= self.value)
         got = quality.get(self.kind)
         return None if got is None else bool(got <= self.value + 1e-9)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "value": self.value, "source": self.source}
+        out = {"kind": self.kind, "value": self.value, "source": self.source}
+        if self.also:
+            out["also"] = [b.to_dict() for b in self.also]
+        return out
 
 
 @dataclass(frozen=True)
@@ -128,11 +139,16 @@ class Scorer:
 def budget_for(limits: dict, labelled: bool, classes: bool) -> Budget:
     """The device policy's accuracy budget; a fidelity proxy when the data has no labels."""
     acc = limits.get("max_accuracy_drop_pp")
-    if labelled and acc is not None:
-        return Budget("accuracy_drop_pp", acc.value, acc.source)
-    if labelled:
-        return Budget("accuracy_drop_pp", 1.0, "default (the device policy sets no max_accuracy_drop_pp)")
     agree = limits.get("min_top1_agreement")
+    if labelled:
+        # the gate checks agreement with FP32 too: a candidate that keeps accuracy by luck while
+        # changing predictions is not within budget
+        also = (Budget("disagreement_pp", (1.0 - agree.value) * 100.0, agree.source),) \
+            if classes and agree is not None else ()
+        if acc is not None:
+            return Budget("accuracy_drop_pp", acc.value, acc.source, also)
+        return Budget("accuracy_drop_pp", 1.0, "default (the device policy sets no "
+                                               "max_accuracy_drop_pp)", also)
     if classes and agree is not None:
         return Budget("disagreement_pp", (1.0 - agree.value) * 100.0, agree.source)
     if classes and acc is not None:

@@ -1,0 +1,115 @@
+"""Measuring an artifact, written once: the gate, the device runner (`edgegate measure`), the
+base-commit timing and the candidate runtimes' head-to-head all call these two functions, so a
+new number (a fidelity metric, memory, tail latency) is added in one place.
+
+- ``time_artifacts(before, after, feed, bench)``: two runners timed interleaved (one harness).
+- ``measure_artifact(runner, baseline, ...)``: timing against the FP32 baseline (or the artifact
+  alone when the baseline cannot run here), then the artifact's outputs on the evaluation set,
+  scored against the reference outputs (task fidelity) and the labels (accuracy, paired interval).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgegate.config.schema import BenchmarkSpec
+from edgegate.data.sources import Dataset
+from edgegate.report.model import IDENTICAL_OUTPUTS, finite
+from edgegate.stages.benchmark import PairTiming, benchmark_one, benchmark_pair
+from edgegate.stages.evaluate import collect_outputs, pick_output, score, stacked
+from edgegate.stages.fidelity import TaskInfo, task_fidelity
+
+FIDELITY_KEYS = ("top1_agreement", "box_f1", "box_f1_detections_fp32", "cosine_similarity",
+                 "sqnr_db", "sqnr_db_tensor", "sqnr_worst_output", "sqnr_worst_channel")
+
+
+def time_artifacts(before, after, feed: dict, bench: BenchmarkSpec, seed: int = 0) -> PairTiming:
+    """``before`` and ``after`` (runners with ``infer(feed)``) timed interleaved."""
+    return benchmark_pair(lambda: before.infer(feed), lambda: after.infer(feed),
+                          warmup=bench.warmup, repeats=bench.repeats, min_time_s=bench.min_time_s,
+                          max_time_s=bench.max_time_s, seed=seed)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What the evaluation compares: the reference outputs, the task, and the labelled metric."""
+
+    task: TaskInfo
+    ref_outputs: list | None          # per output, per sample (None: run the baseline for them)
+    output_names: list[str]
+    metric: str | None                # top1 | top5 | mse | fidelity | module:function
+    which: int | str = 0              # the output the labelled metric reads
+    accuracy_before: float | None = None
+    root: Path | None = None          # where a module:function metric is imported from
+
+
+@dataclass(frozen=True)
+class Measured:
+    metrics: dict                                  # Metrics fields measured here
+    not_measured: dict[str, str] = field(default_factory=dict)
+    pair: PairTiming | None = None                 # None: the artifact was timed alone
+
+
+def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec,
+                     scoring: Scoring, display: str, progress_step=lambda text: None) -> Measured:
+    """Time ``runner`` (against ``baseline`` when it is not None) and evaluate it."""
+    metrics: dict = {}
+    not_measured: dict[str, str] = {}
+    feed = evaluation.feed(0)
+    pair = None
+    if baseline is not None:
+        progress_step("timing FP32 vs the artifact interleaved")
+        pair = time_artifacts(baseline, runner, feed, bench)
+        metrics.update(pair.metrics())
+    else:
+        progress_step("timing the artifact (the FP32 model does not run here)")
+        t = benchmark_one(lambda: runner.infer(feed), warmup=bench.warmup, repeats=bench.repeats,
+                          min_time_s=bench.min_time_s, max_time_s=bench.max_time_s)
+        metrics.update(latency_p50_ms_after=t.p50_ms, latency_p90_ms_after=t.p90_ms,
+                       latency_p50_ci95_ms_after=list(t.ci95_ms), latency_runs=t.runs)
+    progress_step(f"evaluating on {len(evaluation)} samples")
+    outputs = collect_outputs(runner.infer, evaluation, display)
+    ref = scoring.ref_outputs
+    if ref is None and baseline is not None:
+        ref = collect_outputs(baseline.infer, evaluation, display)
+    metrics.update(task=scoring.task.task, task_why=scoring.task.why)
+    if ref is not None:
+        fid, why = task_fidelity(scoring.task, ref, outputs)
+        metrics["primary_metric"] = fid.get("primary_metric")
+        metrics.update({k: finite(fid.get(k)) for k in FIDELITY_KEYS})
+        not_measured.update(why)
+        for key in ("sqnr_db", "sqnr_db_tensor"):
+            if fid.get(key) == float("inf"):
+                not_measured[key] = IDENTICAL_OUTPUTS
+    else:
+        for key in FIDELITY_KEYS:
+            not_measured[key] = "the FP32 model does not run here: nothing to compare against"
+    _accuracy(metrics, not_measured, outputs, ref, evaluation, scoring, display)
+    return Measured(metrics, not_measured, pair)
+
+
+def _accuracy(metrics: dict, not_measured: dict, outputs, ref, evaluation: Dataset,
+              scoring: Scoring, display: str) -> None:
+    labels = evaluation.labels
+    if labels is None or scoring.metric in (None, "fidelity"):
+        for key in ("accuracy_after", "accuracy_drop_pp"):
+            not_measured[key] = "no labelled evaluation data"
+        return
+    after = score(scoring.metric, stacked(pick_output(outputs, scoring.which, scoring.output_names,
+                                                      display)), labels, scoring.root)
+    metrics["accuracy_after"] = after
+    if scoring.metric not in ("top1", "top5"):
+        not_measured["accuracy_drop_pp"] = f"metric '{scoring.metric}' is not a percentage"
+        return
+    if scoring.accuracy_before is None:
+        return
+    metrics["accuracy_drop_pp"] = scoring.accuracy_before - after
+    if ref is None:
+        metrics.update(accuracy_drop_ci95_pp=None, discordant_samples=None)
+        not_measured["accuracy_drop_ci95_pp"] = "the FP32 model does not run here"
+        return
+    from edgegate.stats import paired_accuracy   # paired 95% interval of the drop
+
+    metrics.update(paired_accuracy(scoring.metric, ref, outputs, scoring.which,
+                                   scoring.output_names, labels, display))

@@ -105,6 +105,28 @@ def model_name(job: ModelJob) -> str:
     return p.name if p.suffix == "" else p.stem
 
 
+def unique_names(jobs: list[ModelJob]) -> list[ModelJob]:
+    """Jobs whose names (and so artifact and release asset names) would collide, e.g.
+    ``a/good.onnx`` and ``b/good.onnx``, are named after their repository path instead
+    (``a-good``, ``b-good``): deterministic, and no artifact overwrites another."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[slug(model_name(job))] = counts.get(slug(model_name(job)), 0) + 1
+    out, taken = [], set()
+    for job in jobs:
+        name = slug(model_name(job))
+        if counts[name] > 1:
+            stem = Path(job.path)
+            name = slug(stem.with_suffix("").as_posix() if stem.suffix else stem.as_posix())
+            base, n = name, 2
+            while name in taken:                       # paths that slug alike: numbered
+                name, n = f"{base}-{n}", n + 1
+            job = dataclasses.replace(job, spec=job.spec.model_copy(update={"name": name}))
+        taken.add(name)
+        out.append(job)
+    return out
+
+
 def _error(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(**describe(exc))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import shutil
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from edgegate.discover import Discovery, Git, discover
 from edgegate.errors import ConfigError, EdgeGateError, describe
 from edgegate.baseline import base_results
 from edgegate.cache import ResultCache, default_cache_dir
-from edgegate.pipeline import RunContext, devices_for, tree_bytes
+from edgegate.pipeline import RunContext, devices_for, tree_bytes, unique_names
 from edgegate.policy.check import exit_code_for, verdict_of
 from edgegate.progress import Progress
 from edgegate.report.model import DiskUsage, ErrorInfo, Report, write_report
@@ -84,6 +85,7 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
 
             discovery, only = select_only(discovery, opts.only, config)
         _check_devices(loaded, discovery, config, devices)
+        discovery = dataclasses.replace(discovery, jobs=unique_names(discovery.jobs))
         ctx = RunContext(config=config, root=root, out_dir=out_dir, devices=devices,
                          progress=progress, keep_workdir=opts.keep_workdir)
         use = _cache_use(config, root, out_dir, opts, discovery, clock)

@@ -156,3 +156,32 @@ def test_model_inputs_not_matching_data_is_a_clear_error(model_repo, tmp_path):
     report = json.loads((model_repo / ".edgegate/report.json").read_text())
     err = report["models"][0]["error"]
     assert err["file"] == "data/calibration.npz" and "shape" in err["message"]
+
+
+def test_models_with_one_file_name_in_two_folders_keep_their_own_artifacts(model_repo):
+    """a/good.onnx and b/good.onnx are named after their paths: no artifact overwrites another,
+    and each report row's sha256 is its own file's."""
+    import hashlib
+    import shutil
+
+    from conftest import CONFIG, perturbed_copy
+
+    for folder, seed in (("a", 1), ("b", 2)):
+        (model_repo / "models" / folder).mkdir()
+        perturbed_copy(model_repo / "models/digits.onnx", model_repo / f"models/{folder}/good.onnx", seed)
+    (model_repo / "models/digits.onnx").unlink()
+    (model_repo / "edgegate.yml").write_text(CONFIG.replace("models/*.onnx", "models/*/good.onnx"))
+    proc = edgegate("run", "models/a/good.onnx", "models/b/good.onnx", "--baseline", "off",
+                    "--no-cache", cwd=model_repo)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    report = json.loads((model_repo / ".edgegate/report.json").read_text())
+    names = {m["path"]: m["name"] for m in report["models"]}
+    assert names == {"models/a/good.onnx": "models-a-good", "models/b/good.onnx": "models-b-good"}
+    paths = set()
+    for m in report["models"]:
+        art = m["results"][0]["artifact"]
+        paths.add(art["path"])
+        data = (model_repo / ".edgegate" / art["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == art["sha256"]
+    assert len(paths) == 2
+    shutil.rmtree(model_repo / ".edgegate")

@@ -88,3 +88,44 @@ def test_unknown_candidate_targets_are_configuration_errors():
     with pytest.raises(ConfigError) as err:
         candidate_targets(bad)
     assert err.value.field == "devices.box.candidates" and "openvino" in err.value.fix
+
+
+def test_when_failing_measures_the_other_candidates_only_if_the_target_misses_the_policy():
+    from edgegate.config.load import ResolvedDevice
+    from edgegate.config.policy_schema import DeviceProfile
+    from edgegate.stages.select import gate_candidates
+
+    class Ctx:
+        class progress:
+            @staticmethod
+            def step(text):
+                pass
+        class config:
+            class benchmark:
+                threads = None
+        out_dir = None
+
+    class Prepared:
+        name = "m"
+
+        class data:
+            class evaluation:
+                @staticmethod
+                def feed(i):
+                    return {}
+
+    device = ResolvedDevice("x86-cpu", "onnxruntime", DeviceProfile(
+        target="onnxruntime", candidates=["onnxruntime", "openvino"], try_candidates="when-failing"))
+    for ort_status, tried in (("passed", ["onnxruntime"]), ("failed", ["onnxruntime", "openvino"])):
+        seen = []
+
+        def gate(prepared, one, ctx, workdir, ort_status=ort_status, seen=seen):
+            seen.append(one.target)
+            status = ort_status if one.target == "onnxruntime" else "skipped"
+            return result(one.target, status, violations=["min_speedup"] if status == "failed" else ())
+
+        from pathlib import Path
+        chosen = gate_candidates(gate, Prepared, device, Ctx, Path("/nonexistent"))
+        assert seen == tried
+        if ort_status == "passed":
+            assert "when-failing" in chosen.selection and not chosen.alternatives

@@ -49,6 +49,10 @@ class DeviceProfile(Limits):
     candidates: list[str] | None = Field(
         None, description="several target ids (e.g. [onnxruntime, openvino]): each is compiled and "
                           "measured, the fastest that meets the policy ships; ties go to 'target'")
+    try_candidates: Literal["always", "when-failing"] | None = Field(
+        None, description="always (default): every candidate is measured; when-failing: the "
+                          "profile's 'target' first, the other candidates only when it misses the "
+                          "policy (cheaper; the fastest is then not guaranteed)")
     precision: Literal["int8", "fp16", "fp32", "mixed"] | None = None
     quantization: QuantizationSpec | None = None
     threads: int | None = Field(None, ge=1)

@@ -8,6 +8,9 @@ whose 95 % interval includes 1 is noise: the profile's own ``target`` ships then
 does not flip from run to run. When no candidate meets the policy, the one with the fewest
 violations (then the lowest latency) is reported. The others are kept under
 ``<out>/alternatives/`` (not released) and listed in ``DeviceResult.alternatives``.
+
+With ``try_candidates: when-failing`` the profile's ``target`` is gated first and the other
+candidates only when it misses the policy (or errors): a passing model costs one runtime.
 """
 
 from __future__ import annotations
@@ -48,8 +51,19 @@ def gate_candidates(gate: Callable[..., DeviceResult], prepared, device, ctx, wo
     except EdgeGateError as exc:
         return DeviceResult(device=device.id, target=device.target, status="error",
                             reason=exc.message, error=ErrorInfo(**describe(exc)))
+    lazy = device.profile.try_candidates == "when-failing" and device.target in targets
+    if lazy:         # the profile's own target first; the others only if it misses the policy
+        targets = [device.target] + [t for t in targets if t != device.target]
     for target in targets:
-        profile = device.profile.model_copy(update={"target": target, "candidates": None})
+        if lazy and results and results[0].status == "passed":
+            first = results[0]
+            return first.model_copy(update={
+                "selection": f"{first.target} meets the policy; the other candidates "
+                             f"({', '.join(t for t in targets if t != first.target)}) are measured "
+                             "only when it does not (try_candidates: when-failing)",
+                "duration_s": round(time.monotonic() - started, 2)})
+        profile = device.profile.model_copy(update={"target": target, "candidates": None,
+                                                    "try_candidates": None})
         one = dataclasses.replace(device, target=target, profile=profile)
         ctx.progress.step(f"{prepared.name} → {device.id}: candidate runtime {target}")
         results.append(gate(prepared, one, ctx, workdir / f"candidate-{target}"))

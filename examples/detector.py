@@ -104,7 +104,19 @@ def targets(boxes: list[np.ndarray]):
 def train_detector(seed: int = 0, canvases_n: int = 640, epochs: int = 5, width: int = 16):
     """Train on canvases of the train digits; returns the model in eval mode. Class scores
     start at a prior of 0.018 (bias -4) and positives weigh 4x, so the many background
-    anchors do not drown them."""
+    anchors do not drown them. One thread: these small convolutions train ~10x slower on two
+    threads of a shared machine than on one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(seed, canvases_n, epochs, width)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(seed: int, canvases_n: int, epochs: int, width: int):
     import torch
 
     torch.manual_seed(seed)

@@ -105,7 +105,7 @@ def test_yolov5_score_is_objectness_times_class_score():
         ref.append(np.concatenate([head[:, :4], obj[:, None], cls], 1)[None].astype(np.float32))
     info = infer_task("auto", IMAGE, outs([ref]), [ref])
     assert info.task == "detection" and info.layout.kind == "yolov5" and not info.layout.channels_first
-    assert "YOLOV5" in info.why and "1 objectness" in info.why
+    assert "YOLOv5" in info.why and "1 objectness" in info.why
     new = [a.copy() for a in ref]
     for a in new:
         a[0, :, 4] *= 0.25                                     # objectness lost: 0.9 * 0.95 -> 0.21
@@ -269,3 +269,78 @@ def test_integer_outputs_compare_exactly_and_an_empty_set_is_not_measured():
     metrics, not_measured = task_fidelity(info, [[]], [[]])
     assert metrics["top1_agreement"] is None and "no samples" in not_measured["top1_agreement"]
     assert set(not_measured) == {"top1_agreement", "cosine_similarity", "sqnr_db", "sqnr_db_tensor"}
+
+
+# ------------------------------------------------------------------------------ a trained detector
+
+@pytest.fixture(scope="module")
+def detector_onnx(tmp_path_factory):
+    """The tiny YOLOv8-style digits detector as ONNX, 48 held-out canvases and their true boxes."""
+    pytest.importorskip("torch")
+    import detector
+
+    folder = tmp_path_factory.mktemp("detector")
+    path = detector.export_onnx(detector.train_detector(seed=0), folder / "detector.onnx")
+    x, truth = detector.canvases(48, seed=7, split="test")
+    return path, x, truth
+
+
+def outputs_of(path, x: np.ndarray) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [[session.run(None, {"images": x[i:i + 1]})[0] for i in range(len(x))]]
+
+
+def test_a_trained_detector_is_recognised_and_its_int8_drift_measured(detector_onnx, tmp_path):
+    import detector
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgegate.stages.fidelity import detect, match_count
+
+    path, x, truth = detector_onnx
+    ref = outputs_of(path, x)
+    graph = onnx.load(str(path))
+    inputs = [(i.name, tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim), "float32")
+              for i in graph.graph.input]
+    outputs = [(o.name, tuple(d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim), "float32")
+               for o in graph.graph.output]
+    info = infer_task("auto", inputs, outputs, ref)
+    assert info.task == "detection" and info.layout == DetectionLayout("yolov8", 0), info.why
+    assert "[14, 256]" in info.why
+
+    found = [detect(info.layout, [ref[0][i]])[0] for i in range(len(x))]      # a real detector
+    tp = sum(match_count((np.concatenate([t[:, 1:3] - t[:, 3:5] / 2, t[:, 1:3] + t[:, 3:5] / 2], 1), None,
+                          t[:, 0].astype(int)), f, 0.5) for t, f in zip(truth, found))
+    n_truth, n_found = sum(len(t) for t in truth), sum(len(f[0]) for f in found)
+    assert 2 * tp / (n_truth + n_found) > 0.6, (tp, n_truth, n_found)
+
+    metrics, _ = task_fidelity(info, ref, ref)
+    assert metrics["box_f1"] == 1.0 and metrics["box_f1_detections_fp32"] == n_found
+
+    calibration, _ = detector.canvases(16, seed=11, split="train")
+
+    class Canvases(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"images": calibration[i:i + 1]} for i in range(len(calibration)))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    int8 = tmp_path / "detector.int8.onnx"
+    quantize_static(str(path), str(int8), Canvases(), quant_format=QuantFormat.QDQ)
+    metrics, not_measured = task_fidelity(info, ref, outputs_of(int8, x))
+    assert 0.0 <= metrics["box_f1"] <= 1.0 and not_measured == {}
+    assert metrics["sqnr_db"] < metrics["sqnr_db_tensor"]              # the worst channel, not the tensor,
+    assert metrics["sqnr_worst_channel"] >= 4                           # is a class score (41.9 vs 8.9 dB here)
+
+    concat = next(n for n in graph.graph.node if n.output[0] == "output0")    # scores zeroed in the graph
+    graph.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    graph.graph.node.append(helper.make_node("Mul", [concat.input[-1], "zero"], ["scores_zeroed"]))
+    concat.input[-1] = "scores_zeroed"
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))
+    metrics, _ = task_fidelity(info, ref, outputs_of(broken, x))
+    assert metrics["box_f1"] < 0.5 and metrics["box_f1_detections_artifact"] == 0

@@ -161,7 +161,7 @@ def recognise_layout(outputs: list, ref: list, strict: bool = True) -> tuple[Det
             layout = DetectionLayout(kind=kind, output=k, channels_first=channels_first)
             order = f"[{width}, {anchors}]" if channels_first else f"[{anchors}, {width}]"
             parts = "4 box, 1 objectness" if kind == "yolov5" else "4 box"
-            why = (f"output '{names[k]}' is {order} per sample: read as a {kind.upper()} head "
+            why = (f"output '{names[k]}' is {order} per sample: read as a {kind.replace('yolo', 'YOLO')} head "
                    f"({parts} and {nc} class-score channels in [0, 1], boxes up to {box_max:.3g}, "
                    f"{anchors} anchors, xywh)")
             return layout, why
@@ -636,6 +636,8 @@ def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np
             nan_note(k, "top1_agreement", 0.0)
         else:
             metrics["top1_agreement"] = agreement(ref[k], new[k], None if info.task == "classification" else info.axis)
+    if info.task == "detection" and info.layout is None:
+        not_measured["box_f1"] = "no detection layout: declare detection: {layout: yolov8|yolov5|ssd, ...}"
     if info.task == "detection" and info.layout is not None:
         lay = info.layout
         f1, n_ref, n_new, reason = box_f1(lay, ref, new)

@@ -1,0 +1,346 @@
+"""Task fidelity: task inference from shapes and FP32 values, and the per-task metrics, on arrays
+built here (pure numpy), plus one tiny YOLO-style detector trained on digits canvases and
+quantized to INT8 with ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgegate.errors import ConfigError
+from edgegate.stages.fidelity import (KEYS, SQNR_FLOOR_DB, DetectionLayout, TaskInfo, box_iou, infer_task, nms,
+                                      task_fidelity)
+
+IMAGE = [("images", (1, 3, 64, 64), "float32")]
+
+
+def yolo_head(rng, objects: int = 3, nc: int = 3, anchors: int = 200) -> np.ndarray:
+    """A YOLOv8-like [1, 4 + nc, A] head: pixel xywh boxes, background scores below 0.05, and
+    `objects` confident boxes of classes 0, 1, 2, ... far apart."""
+    boxes = np.stack([rng.uniform(0, 64, anchors), rng.uniform(0, 64, anchors),
+                      rng.uniform(4, 20, anchors), rng.uniform(4, 20, anchors)])
+    scores = rng.uniform(0, 0.05, (nc, anchors))
+    for j, a in enumerate(rng.choice(anchors, objects, replace=False)):
+        boxes[:, a] = (10 + 20 * j, 10 + 20 * j, 12, 12)
+        scores[j % nc, a] = rng.uniform(0.6, 0.95)
+    return np.concatenate([boxes, scores])[None].astype(np.float32)
+
+
+def heads(n: int = 8, seed: int = 0, **kw) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [[yolo_head(rng, **kw) for _ in range(n)]]
+
+
+def outs(ref: list[list[np.ndarray]], names: list[str] | None = None) -> list[tuple]:
+    """The (name, graph shape, dtype) of each output, batch axis dynamic."""
+    names = names or [f"out{k}" for k in range(len(ref))]
+    return [(name, ("batch",) + samples[0].shape[1:], str(samples[0].dtype)) for name, samples in zip(names, ref)]
+
+
+YOLOV8 = DetectionLayout("yolov8", 0)
+
+
+# ------------------------------------------------------------------------------ detection
+
+def test_identical_detections_give_f1_one_and_infinite_sqnr():
+    ref = heads()
+    metrics, not_measured = task_fidelity(TaskInfo("detection", False, "", YOLOV8), ref, ref)
+    assert set(KEYS) <= set(metrics) and metrics["primary_metric"] == "box_f1"
+    assert metrics["box_f1"] == 1.0 and metrics["box_f1_detections_fp32"] == 8 * 3
+    assert metrics["sqnr_db"] == float("inf") and metrics["cosine_similarity"] == 1.0
+    assert not_measured == {} and metrics["top1_agreement"] is None
+
+
+def test_a_perturbed_score_channel_cannot_hide_under_the_box_channels():
+    ref = heads()
+    new = [[a.copy() for a in ref[0]]]
+    for i, a in enumerate(new[0]):
+        if i % 2 == 0:                                        # half the samples lose their class-1 box
+            a[0, 5][a[0, 5] > 0.5] *= 0.2
+        a[0, 4:] += np.random.default_rng(i).normal(0, 0.01, a[0, 4:].shape).astype(np.float32)
+    metrics, _ = task_fidelity(TaskInfo("detection", False, "", YOLOV8), ref, new)
+    assert metrics["sqnr_db_tensor"] > 30                      # the whole tensor looks fine
+    assert metrics["sqnr_db"] < 15                             # its worst channel does not
+    assert metrics["sqnr_worst_output"] == 0 and metrics["sqnr_worst_channel"] == 5
+    assert metrics["box_f1"] == pytest.approx(2 * 20 / (24 + 20))   # 4 of 24 boxes lost
+    assert metrics["box_f1_detections_artifact"] == 20
+
+
+def test_moved_boxes_stop_matching():
+    ref = heads()
+    new = [[a.copy() for a in ref[0]]]
+    for a in new[0]:
+        a[0, 0] += 9.0                                         # 12-px boxes moved 9 px: IoU 0.14
+    metrics, _ = task_fidelity(TaskInfo("detection", False, "", YOLOV8), ref, new)
+    assert metrics["box_f1"] == 0.0
+
+
+def test_nms_removes_duplicates_of_one_class_only():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [30, 30, 40, 40]], dtype=np.float64)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    classes = np.array([0, 0, 1, 0])
+    assert nms(boxes, scores, classes, 0.45).tolist() == [0, 2, 3]
+    assert nms(boxes, scores, np.zeros(4, dtype=int), 0.45).tolist() == [0, 3]
+    assert box_iou(boxes[:1], boxes[1:2])[0, 0] == pytest.approx(81 / 119)
+
+
+def test_duplicates_in_the_artifact_are_suppressed_before_matching():
+    ref = heads(n=2, objects=1)
+    new = [[a.copy() for a in ref[0]]]
+    for a in new[0]:
+        best = int(np.argmax(a[0, 4]))
+        a[:, :, (best + 1) % a.shape[2]] = a[:, :, best]       # an exact duplicate anchor
+        a[0, 4, (best + 1) % a.shape[2]] -= 0.01
+    metrics, _ = task_fidelity(TaskInfo("detection", False, "", YOLOV8), ref, new)
+    assert metrics["box_f1"] == 1.0
+
+
+def test_yolov5_score_is_objectness_times_class_score():
+    rng = np.random.default_rng(3)
+    ref = []
+    for _ in range(4):
+        head = yolo_head(rng, objects=2, nc=3)[0].T            # [A, 4 + nc]
+        obj = np.where(head[:, 4:].max(1) > 0.5, 0.9, rng.uniform(0, 0.05, len(head)))
+        cls = np.where(head[:, 4:] > 0.5, 0.95, rng.uniform(0, 1, head[:, 4:].shape))   # unsupervised
+        ref.append(np.concatenate([head[:, :4], obj[:, None], cls], 1)[None].astype(np.float32))
+    info = infer_task("auto", IMAGE, outs([ref]), [ref])
+    assert info.task == "detection" and info.layout.kind == "yolov5" and not info.layout.channels_first
+    assert "YOLOv5" in info.why and "1 objectness" in info.why
+    new = [a.copy() for a in ref]
+    for a in new:
+        a[0, :, 4] *= 0.25                                     # objectness lost: 0.9 * 0.95 -> 0.21
+    metrics, _ = task_fidelity(info, [ref], [new])
+    assert metrics["box_f1"] == 0.0 and metrics["box_f1_detections_fp32"] == 8
+
+
+def test_yolov8_layouts_are_recognised_channels_first_and_transposed():
+    ref = heads()
+    info = infer_task("auto", IMAGE, outs(ref, ["output0"]), ref)
+    assert info.task == "detection" and info.inferred and info.layout == YOLOV8
+    assert "output0" in info.why and "[7, 200]" in info.why
+    transposed = [[a.transpose(0, 2, 1).copy() for a in ref[0]]]
+    info = infer_task("auto", IMAGE, outs(transposed), transposed)
+    assert info.layout == DetectionLayout("yolov8", 0, channels_first=False)
+    assert task_fidelity(info, transposed, transposed)[0]["box_f1"] == 1.0
+
+
+def test_ssd_boxes_and_softmax_scores_are_recognised_with_a_background_column():
+    rng = np.random.default_rng(4)
+    anchors, boxes, scores = 300, [], []
+    for _ in range(4):
+        xy = rng.uniform(0, 0.8, (anchors, 2))
+        boxes.append(np.concatenate([xy, xy + rng.uniform(0.05, 0.2, (anchors, 2))], 1)[None].astype(np.float32))
+        logits = rng.normal(0, 1, (anchors, 5))
+        logits[:, 0] += 7                                      # background wins on most anchors
+        logits[rng.choice(anchors, 2, replace=False), 1 + rng.integers(0, 4)] += 12
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        scores.append(p[None].astype(np.float32))
+    ref = [boxes, scores]
+    info = infer_task("auto", IMAGE, outs(ref, ["boxes", "scores"]), ref)
+    assert info.task == "detection" and info.layout.kind == "ssd"
+    assert (info.layout.output, info.layout.scores_output, info.layout.box_format) == (0, 1, "xyxy")
+    assert info.layout.background_class == 0 and "background" in info.why
+    metrics, _ = task_fidelity(info, ref, ref)
+    assert metrics["box_f1"] == 1.0 and 4 <= metrics["box_f1_detections_fp32"] <= 8
+
+
+def test_declared_detection_without_a_recognisable_head_names_the_field():
+    ref = [[np.random.default_rng(0).normal(size=(1, 10, 300)).astype(np.float32)]]   # logits, not scores
+    assert infer_task("auto", IMAGE, outs(ref), ref).task != "detection"
+    with pytest.raises(ConfigError) as err:
+        infer_task("detection", IMAGE, outs(ref), ref)
+    assert err.value.field == "detection" and "layout: yolov8|yolov5|ssd" in err.value.fix
+    with pytest.raises(ConfigError):
+        infer_task("auto", IMAGE, outs(ref), ref, DetectionLayout("ssd", 0))      # no scores_output
+    info = infer_task("auto", IMAGE, outs(ref), ref, DetectionLayout("yolov8", 0))
+    assert info.task == "detection" and not info.inferred
+
+
+def test_no_fp32_detection_leaves_f1_unmeasured_with_a_reason():
+    ref = heads(n=5, objects=0)
+    metrics, not_measured = task_fidelity(TaskInfo("detection", False, "", YOLOV8), ref, ref)
+    assert metrics["box_f1"] is None and metrics["box_f1_detections_fp32"] == 0
+    assert "detects no box above conf 0.25 on the 5 evaluation samples" in not_measured["box_f1"]
+
+
+def test_nan_in_the_artifact_fails_every_metric_that_reads_it():
+    ref = heads(n=4)
+    new = [[a.copy() for a in ref[0]]]
+    new[0][1][0, 6, 17] = np.nan                               # one background anchor
+    metrics, _ = task_fidelity(TaskInfo("detection", False, "", YOLOV8), ref, new)
+    assert metrics["box_f1"] == 0.0 and metrics["cosine_similarity"] == 0.0
+    assert metrics["sqnr_db"] == SQNR_FLOOR_DB and metrics["sqnr_db_tensor"] == SQNR_FLOOR_DB
+    assert any("NaN" in note for note in metrics["fidelity_notes"])
+    logits = [[np.eye(5, dtype=np.float32)[i % 5][None] for i in range(6)]]
+    broken = [[a.copy() for a in logits[0]]]
+    broken[0][0][0, 1] = np.nan
+    info = TaskInfo("classification", False, "", output=0)
+    assert task_fidelity(info, logits, broken)[0]["top1_agreement"] == 0.0
+
+
+# ------------------------------------------------------------------------------ other tasks
+
+def test_classification_is_inferred_and_top1_agreement_counts_changed_argmaxes():
+    rng = np.random.default_rng(0)
+    ref = [[rng.normal(size=(1, 10)).astype(np.float32) for _ in range(20)]]
+    info = infer_task("auto", IMAGE, outs(ref, ["logits"]), ref)
+    assert (info.task, info.output, info.inferred) == ("classification", 0, True)
+    assert "10 scores" in info.why
+    new = [[a.copy() for a in ref[0]]]
+    for a in new[0][:5]:
+        a[0, (np.argmax(a) + 1) % 10] = a.max() + 1
+    metrics, not_measured = task_fidelity(info, ref, new)
+    assert metrics["top1_agreement"] == 0.75 and metrics["primary_metric"] == "top1_agreement"
+    assert metrics["box_f1"] is None and "box_f1" not in not_measured
+
+
+def test_token_ids_with_hidden_states_are_an_embedding_not_a_sequence():
+    rng = np.random.default_rng(1)
+    inputs = [("input_ids", ("batch", "seq"), "int64"), ("attention_mask", ("batch", "seq"), "int64")]
+    hidden = [rng.normal(size=(1, t, 32)).astype(np.float32) for t in (5, 9, 7)]     # dynamic T
+    pooled = [h.mean(1) for h in hidden]
+    ref = [hidden, pooled]
+    graph = [("last_hidden_state", ("batch", "seq", 32), "float32"), ("pooler_output", ("batch", 32), "float32")]
+    info = infer_task("auto", inputs, graph, ref)
+    assert (info.task, info.output) == ("embedding", 0) and "last_hidden_state" in info.why
+    new = [[h.copy() for h in hidden], pooled]
+    new[0][0][0, 0] = -new[0][0][0, 0]                        # one of 5 rows reversed in sample 0
+    metrics, _ = task_fidelity(info, ref, new)
+    assert metrics["cosine_similarity"] == pytest.approx((3 / 5 + 1 + 1) / 3)
+    assert metrics["primary_metric"] == "cosine_similarity"
+    bare = infer_task("auto", inputs[:1], [("output", ("batch", 32), "float32")], [pooled])
+    assert bare.task == "embedding" and "token-id input 'input_ids'" in bare.why
+
+
+def test_segmentation_is_inferred_and_agreement_is_per_pixel():
+    rng = np.random.default_rng(2)
+    ref = [[rng.normal(size=(1, 5, 32, 32)).astype(np.float32) for _ in range(4)]]
+    info = infer_task("auto", IMAGE, outs(ref, ["masks"]), ref)
+    assert (info.task, info.output, info.axis) == ("segmentation", 0, 1) and "5-class map" in info.why
+    new = [[a.copy() for a in ref[0]]]
+    new[0][0][0, :, :8, :] = new[0][0][0, ::-1, :8, :] * 0 + np.arange(5)[:, None, None]  # 8 rows -> class 4
+    changed = int(np.sum(np.argmax(ref[0][0][0, :, :8, :], 0) != 4))
+    metrics, _ = task_fidelity(info, ref, new)
+    assert metrics["top1_agreement"] == pytest.approx(1 - changed / (4 * 32 * 32))
+    nhwc = [[np.moveaxis(a, 1, -1) for a in ref[0]]]
+    info = infer_task("auto", [("x", (1, 64, 64, 3), "float32")], outs(nhwc), nhwc)
+    assert (info.task, info.axis) == ("segmentation", -1)
+    odd = [[rng.normal(size=(1, 5, 30, 30)).astype(np.float32)]]   # 64 -> 30 is no whole ratio
+    assert infer_task("auto", IMAGE, outs(odd), odd).task == "regression"
+
+
+def test_recurrent_outputs_are_a_sequence_and_a_scalar_output_is_regression():
+    rng = np.random.default_rng(3)
+    y = [rng.normal(size=(1, 12, 16)).astype(np.float32) for _ in range(3)]
+    hn = [rng.normal(size=(1, 1, 16)).astype(np.float32) for _ in range(3)]
+    inputs = [("x", ("batch", 12, 8), "float32")]
+    info = infer_task("auto", inputs, [("y", ("batch", 12, 16), "float32"), ("hn", (1, "batch", 16), "float32")],
+                      [y, hn])
+    assert info.task == "sequence" and "'hn'" in info.why
+    by_shape = infer_task("auto", inputs + [("state_in", (1, 4, 16), "float32")],
+                          [("out", ("batch", 12, 16), "float32"), ("s", (1, 4, 16), "float32")], [y, hn])
+    assert by_shape.task == "sequence" and "shape of an input" in by_shape.why
+    value = [[rng.normal(size=(1, 1)).astype(np.float32) for _ in range(3)]]
+    info = infer_task("auto", IMAGE, outs(value), value)
+    assert info.task == "regression" and task_fidelity(info, value, value)[0]["primary_metric"] == "sqnr_db"
+
+
+def test_per_channel_sqnr_skips_constant_channels_and_says_how_many():
+    rng = np.random.default_rng(5)
+    ref = [[np.array([[rng.normal(), 3.0, rng.normal() * 100, 0.0]], dtype=np.float32) for _ in range(50)]]
+    new = [[a + np.float32([0.1, 0.5, 0.1, 0.0]) for a in ref[0]]]        # the constant channel moves too
+    metrics, _ = task_fidelity(TaskInfo("regression", True, ""), ref, new)
+    assert metrics["sqnr_channels_skipped"] == 2 and metrics["sqnr_worst_channel"] == 0
+    assert metrics["sqnr_db"] == pytest.approx(10 * np.log10(np.var(np.stack(ref[0])[:, 0, 0], dtype=np.float64)
+                                                             / 0.01), abs=0.05)
+    flat = [[np.full((1, 3), 2.0, dtype=np.float32)] * 4]
+    metrics, not_measured = task_fidelity(TaskInfo("regression", True, ""), flat, flat)
+    assert metrics["sqnr_db"] is None and "constant" in not_measured["sqnr_db"]
+
+
+def test_integer_outputs_compare_exactly_and_an_empty_set_is_not_measured():
+    labels = [[np.array([i % 3], dtype=np.int64) for i in range(6)]]
+    new = [[a.copy() for a in labels[0]]]
+    new[0][0][0] = 2
+    info = TaskInfo("classification", False, "", output=0)
+    metrics, not_measured = task_fidelity(info, labels, new)
+    assert metrics["top1_agreement"] == pytest.approx(5 / 6) and metrics["exact_agreement"] == pytest.approx(5 / 6)
+    assert metrics["cosine_similarity"] is None and "no float output" in not_measured["cosine_similarity"]
+    metrics, not_measured = task_fidelity(info, [[]], [[]])
+    assert metrics["top1_agreement"] is None and "no samples" in not_measured["top1_agreement"]
+    assert set(not_measured) == {"top1_agreement", "cosine_similarity", "sqnr_db", "sqnr_db_tensor"}
+
+
+# ------------------------------------------------------------------------------ a trained detector
+
+@pytest.fixture(scope="module")
+def detector_onnx(tmp_path_factory):
+    """The tiny YOLOv8-style digits detector as ONNX, 48 held-out canvases and their true boxes."""
+    pytest.importorskip("torch")
+    import detector
+
+    folder = tmp_path_factory.mktemp("detector")
+    path = detector.export_onnx(detector.train_detector(seed=0), folder / "detector.onnx")
+    x, truth = detector.canvases(48, seed=7, split="test")
+    return path, x, truth
+
+
+def outputs_of(path, x: np.ndarray) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [[session.run(None, {"images": x[i:i + 1]})[0] for i in range(len(x))]]
+
+
+def test_a_trained_detector_is_recognised_and_its_int8_drift_measured(detector_onnx, tmp_path):
+    import detector
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgegate.stages.fidelity import detect, match_count
+
+    path, x, truth = detector_onnx
+    ref = outputs_of(path, x)
+    graph = onnx.load(str(path))
+    inputs = [(i.name, tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim), "float32")
+              for i in graph.graph.input]
+    outputs = [(o.name, tuple(d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim), "float32")
+               for o in graph.graph.output]
+    info = infer_task("auto", inputs, outputs, ref)
+    assert info.task == "detection" and info.layout == DetectionLayout("yolov8", 0), info.why
+    assert "[14, 256]" in info.why
+
+    found = [detect(info.layout, [ref[0][i]])[0] for i in range(len(x))]      # a real detector
+    tp = sum(match_count((np.concatenate([t[:, 1:3] - t[:, 3:5] / 2, t[:, 1:3] + t[:, 3:5] / 2], 1), None,
+                          t[:, 0].astype(int)), f, 0.5) for t, f in zip(truth, found))
+    n_truth, n_found = sum(len(t) for t in truth), sum(len(f[0]) for f in found)
+    assert 2 * tp / (n_truth + n_found) > 0.6, (tp, n_truth, n_found)
+
+    metrics, _ = task_fidelity(info, ref, ref)
+    assert metrics["box_f1"] == 1.0 and metrics["box_f1_detections_fp32"] == n_found
+
+    calibration, _ = detector.canvases(16, seed=11, split="train")
+
+    class Canvases(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"images": calibration[i:i + 1]} for i in range(len(calibration)))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    int8 = tmp_path / "detector.int8.onnx"
+    quantize_static(str(path), str(int8), Canvases(), quant_format=QuantFormat.QDQ)
+    metrics, not_measured = task_fidelity(info, ref, outputs_of(int8, x))
+    assert 0.0 <= metrics["box_f1"] <= 1.0 and not_measured == {}
+    assert metrics["sqnr_db"] < metrics["sqnr_db_tensor"]              # the worst channel, not the tensor,
+    assert metrics["sqnr_worst_channel"] >= 4                           # is a class score (41.9 vs 8.9 dB here)
+
+    concat = next(n for n in graph.graph.node if n.output[0] == "output0")    # scores zeroed in the graph
+    graph.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    graph.graph.node.append(helper.make_node("Mul", [concat.input[-1], "zero"], ["scores_zeroed"]))
+    concat.input[-1] = "scores_zeroed"
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))
+    metrics, _ = task_fidelity(info, ref, outputs_of(broken, x))
+    assert metrics["box_f1"] < 0.5 and metrics["box_f1_detections_artifact"] == 0

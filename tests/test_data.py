@@ -135,3 +135,15 @@ def test_image_folder_with_preprocessing(digits8):
                                                                            "channel_order": "RGB"}}),
                         [TensorSpec("input", (1, 8, 8, 3), "float32")], root)
     assert nhwc.calibration.feed(0)["input"].shape == (1, 8, 8, 3)
+
+
+def test_a_scalar_input_is_fed_as_a_0d_array():
+    """A rank-0 model input (silero-vad's int64 'sr') comes out of the data as an ndarray, which
+    ONNX Runtime accepts; a numpy scalar it refuses."""
+    import numpy as np
+
+    from edgegate.data.sources import Dataset
+
+    data = Dataset({"sr": np.full(3, 16000, dtype=np.int64)}, None, {}, {"sr": True})
+    fed = data.feed(1)["sr"]
+    assert isinstance(fed, np.ndarray) and fed.shape == () and fed.dtype == np.int64

@@ -40,7 +40,7 @@ class Dataset:
         return len(next(iter(self.inputs.values()))) if self.inputs else 0
 
     def feed(self, i: int) -> dict[str, np.ndarray]:
-        return {name: (arr[i] if self.squeeze.get(name) else arr[i:i + 1])
+        return {name: (np.asarray(arr[i]) if self.squeeze.get(name) else arr[i:i + 1])
                 for name, arr in self.inputs.items()}
 
     def feeds(self) -> Iterator[dict[str, np.ndarray]]:

@@ -50,10 +50,12 @@ def session(path: Path, threads: int | None = None, level=None):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def compare(reference: Path, candidate: Path, feeds: Iterable[dict], threads: int | None = None
-            ) -> str | None:
-    """The first mismatch between two models on the given feeds ('sample i: ...'), or None."""
-    a, b = session(reference, threads), session(candidate, threads)
+def compare(reference: Path, candidate: Path, feeds: Iterable[dict], threads: int | None = None,
+            reference_level=None) -> str | None:
+    """The first mismatch between two models on the given feeds ('sample i: ...'), or None.
+    Each model is loaded in a fresh session (``reference_level``: the reference's graph
+    optimization level, ONNX Runtime's default when None)."""
+    a, b = session(reference, threads, reference_level), session(candidate, threads)
     for i, feed in enumerate(feeds):
         why = mismatch(a.run(None, feed), b.run(None, feed))
         if why:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,63 @@ def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
             continue
     raise ConversionError(f"ONNX graph optimization failed: {type(last).__name__}: {str(last)[:300]}",
                           file=display, fix="check that the model runs in ONNX Runtime as committed")
+
+
+# ORT_ENABLE_ALL (and ORT_ENABLE_LAYOUT) save NCHWc layout ops (com.microsoft.nchwc Conv, Reorder*)
+# chosen for the vector width of the machine that optimized the model: not a portable artifact.
+# ORT_ENABLE_EXTENDED saves portable fusions (FusedConv, FusedGemm, attention, LayerNorm...).
+OFFLINE_LEVEL = "ORT_ENABLE_EXTENDED"
+OFFLINE_CHECK_SAMPLES = 64
+
+
+def optimize_offline(src: Path, dst: Path, threads: int | None = None, display: str = "",
+                     samples=()) -> tuple[Path, str | None]:
+    """The FP32 model as ONNX Runtime optimizes it at ORT_ENABLE_EXTENDED, saved with
+    ``SessionOptions.optimized_model_filepath``, then loaded in a fresh session and checked to
+    reproduce the source's outputs (unoptimized, float tolerance: stages/faithful.py) on
+    ``samples`` (a Dataset or feeds; at most OFFLINE_CHECK_SAMPLES are used). Returns
+    (dst, None) when that holds; otherwise dst is a plain copy of the source and the note says
+    why. Either way dst is an FP32 model that computes what the source computes."""
+    import onnxruntime as ort
+
+    from edgegate.stages.faithful import compare
+
+    feeds = _feeds(samples)
+    tmp = dst.with_name(dst.stem + "-ortopt" + dst.suffix)
+
+    def plain(why: str) -> tuple[Path, str]:
+        tmp.unlink(missing_ok=True)
+        shutil.copyfile(src, dst)
+        return dst, (f"offline ONNX Runtime optimization ({OFFLINE_LEVEL}) not used for "
+                     f"{display or src.name}: {why}; the FP32 model is a plain copy of the source")
+
+    if not feeds:
+        return plain("no samples to check its outputs on")
+    if src.stat().st_size > PROTO_LIMIT or src.with_name(src.name + ".data").exists():
+        return plain("the model keeps its weights in external data")
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OFFLINE_LEVEL)
+        opts.optimized_model_filepath = str(tmp)
+        if threads:
+            opts.intra_op_num_threads = threads
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+        if not tmp.is_file():
+            return plain("ONNX Runtime wrote no optimized model")
+        why = compare(src, tmp, feeds, threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    except Exception as exc:  # ORT raises its own types (saving, loading or running)
+        return plain(f"{type(exc).__name__}: {str(exc)[:200]}")
+    if why:
+        return plain(f"the optimized graph does not reproduce the source's outputs ({why})")
+    tmp.replace(dst)
+    return dst, None
+
+
+def _feeds(samples) -> list[dict]:
+    if hasattr(samples, "feed"):            # a Dataset (the calibration contract)
+        return [samples.feed(i) for i in range(min(len(samples), OFFLINE_CHECK_SAMPLES))]
+    return list(samples)[:OFFLINE_CHECK_SAMPLES]
 
 
 # QDQ per-channel (DequantizeLinear with an axis, int32 biases) needs opset 13. ONNX Runtime's

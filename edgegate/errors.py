@@ -54,6 +54,12 @@ class EdgeGateError(Exception):
                 "field": self.field, "fix": self.fix}
 
 
+class InternalError(EdgeGateError):
+    """A bug guard tripped: EdgeGate was about to produce something it knows is wrong."""
+
+    kind = "internal"
+
+
 class ConfigError(EdgeGateError):
     """edgegate.yml or a policy file is invalid."""
 

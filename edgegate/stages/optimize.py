@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from edgegate.errors import ConversionError
@@ -29,6 +31,9 @@ def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
     if note:
         notes.append(note)
     src = upgraded or src
+    folded, fold_notes = fold_constants(src, dst.with_name(dst.stem + "-folded.onnx"))
+    notes.extend(fold_notes)
+    src = folded or src
     attempts = [
         ({}, None),
         ({"skip_symbolic_shape": True}, "symbolic shape inference failed; skipped it"),
@@ -51,6 +56,63 @@ def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
             continue
     raise ConversionError(f"ONNX graph optimization failed: {type(last).__name__}: {str(last)[:300]}",
                           file=display, fix="check that the model runs in ONNX Runtime as committed")
+
+
+# ORT_ENABLE_ALL (and ORT_ENABLE_LAYOUT) save NCHWc layout ops (com.microsoft.nchwc Conv, Reorder*)
+# chosen for the vector width of the machine that optimized the model: not a portable artifact.
+# ORT_ENABLE_EXTENDED saves portable fusions (FusedConv, FusedGemm, attention, LayerNorm...).
+OFFLINE_LEVEL = "ORT_ENABLE_EXTENDED"
+OFFLINE_CHECK_SAMPLES = 64
+
+
+def optimize_offline(src: Path, dst: Path, threads: int | None = None, display: str = "",
+                     samples=()) -> tuple[Path, str | None]:
+    """The FP32 model as ONNX Runtime optimizes it at ORT_ENABLE_EXTENDED, saved with
+    ``SessionOptions.optimized_model_filepath``, then loaded in a fresh session and checked to
+    reproduce the source's outputs (unoptimized, float tolerance: stages/faithful.py) on
+    ``samples`` (a Dataset or feeds; at most OFFLINE_CHECK_SAMPLES are used). Returns
+    (dst, None) when that holds; otherwise dst is a plain copy of the source and the note says
+    why. Either way dst is an FP32 model that computes what the source computes."""
+    import onnxruntime as ort
+
+    from edgegate.stages.faithful import compare
+
+    feeds = _feeds(samples)
+    tmp = dst.with_name(dst.stem + "-ortopt" + dst.suffix)
+
+    def plain(why: str) -> tuple[Path, str]:
+        tmp.unlink(missing_ok=True)
+        shutil.copyfile(src, dst)
+        return dst, (f"offline ONNX Runtime optimization ({OFFLINE_LEVEL}) not used for "
+                     f"{display or src.name}: {why}; the FP32 model is a plain copy of the source")
+
+    if not feeds:
+        return plain("no samples to check its outputs on")
+    if src.stat().st_size > PROTO_LIMIT or src.with_name(src.name + ".data").exists():
+        return plain("the model keeps its weights in external data")
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OFFLINE_LEVEL)
+        opts.optimized_model_filepath = str(tmp)
+        if threads:
+            opts.intra_op_num_threads = threads
+        ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+        if not tmp.is_file():
+            return plain("ONNX Runtime wrote no optimized model")
+        why = compare(src, tmp, feeds, threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    except Exception as exc:  # ORT raises its own types (saving, loading or running)
+        return plain(f"{type(exc).__name__}: {str(exc)[:200]}")
+    if why:
+        return plain(f"the optimized graph does not reproduce the source's outputs ({why})")
+    tmp.replace(dst)
+    return dst, None
+
+
+def _feeds(samples) -> list[dict]:
+    if hasattr(samples, "feed"):            # a Dataset (the calibration contract)
+        return [samples.feed(i) for i in range(min(len(samples), OFFLINE_CHECK_SAMPLES))]
+    return list(samples)[:OFFLINE_CHECK_SAMPLES]
 
 
 # QDQ per-channel (DequantizeLinear with an axis, int32 biases) needs opset 13. ONNX Runtime's
@@ -80,6 +142,80 @@ def upgrade_opset(src: Path, dst: Path) -> tuple[Path | None, str | None]:
                       f"({type(exc).__name__}: {str(exc)[:200]}); INT8 QDQ needs opset "
                       f"{MIN_QDQ_OPSET}: re-export the model at opset {MIN_QDQ_OPSET} or newer")
     return dst, f"opset {opset} converted to {MIN_QDQ_OPSET} (INT8 QDQ needs opset {MIN_QDQ_OPSET})"
+
+
+# Weights held in Constant nodes (Paddle, some exporters) are not initializers, and ONNX Runtime's
+# quantizer only quantizes initializers as weights: without this, a model whose pre-processing
+# fails ships with its Conv/MatMul weights in float and QDQ pairs on its activations only.
+def fold_constants(src: Path, dst: Path) -> tuple[Path | None, list[str]]:
+    """A copy whose main-graph Constant nodes are initializers of the same name (subgraphs may
+    still read them from the outer scope, as before). Constant nodes inside If/Loop/Scan bodies
+    stay where they are: they belong to that body's scope. Returns (path or None, notes)."""
+    if src.stat().st_size > PROTO_LIMIT:
+        return None, []
+    model = onnx.load(str(src))
+    graph = model.graph
+    inner = sum(_constants_in_bodies(n) for n in graph.node)
+    notes = [f"{inner} Constant nodes inside If/Loop/Scan bodies left there: ONNX Runtime's QDQ "
+             "quantizer does not quantize subgraph bodies"] if inner else []
+    outputs = {o.name for o in graph.output}
+    keep, folded, params = [], 0, 0
+    for node in graph.node:
+        tensor = (_constant_tensor(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+                  and len(node.output) == 1 and node.output[0] not in outputs else None)
+        if tensor is None or model.ir_version < 4:       # IR < 4: initializers must be inputs
+            keep.append(node)
+            continue
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        folded += 1
+        params += int(np.prod(tensor.dims)) if tensor.dims else 1
+    if not folded:
+        return None, notes
+    del graph.node[:]
+    graph.node.extend(keep)
+    try:
+        import onnxruntime as ort
+
+        onnx.checker.check_model(model)
+        onnx.save(model, str(dst))
+        ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnx and ORT raise their own types
+        dst.unlink(missing_ok=True)
+        return None, notes + [f"{folded} Constant nodes could not be folded into initializers "
+                              f"({type(exc).__name__}: {str(exc)[:200]}); weights held in them "
+                              "stay float"]
+    return dst, notes + [f"folded {folded} Constant nodes ({params} parameters) into initializers "
+                         "so they quantize"]
+
+
+def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(a.t)
+            return tensor
+        if a.name == "value_float":
+            return helper.make_tensor("", onnx.TensorProto.FLOAT, [], [a.f])
+        if a.name == "value_floats":
+            return helper.make_tensor("", onnx.TensorProto.FLOAT, [len(a.floats)], list(a.floats))
+        if a.name == "value_int":
+            return helper.make_tensor("", onnx.TensorProto.INT64, [], [a.i])
+        if a.name == "value_ints":
+            return helper.make_tensor("", onnx.TensorProto.INT64, [len(a.ints)], list(a.ints))
+    return None                        # sparse_value, strings: left as Constant nodes
+
+
+def _constants_in_bodies(node: onnx.NodeProto) -> int:
+    count = 0
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                  list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+            for n in g.node:
+                count += (n.op_type == "Constant") + _constants_in_bodies(n)
+    return count
 
 
 # Models shipped in half precision (exported with .half() for a GPU) are quantized from float32

@@ -6,6 +6,8 @@ import contextlib
 import inspect
 import io
 import logging
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import onnx
 
 from edgegate.data.sources import Dataset
 from edgegate.errors import ConversionError
+from edgegate.stages.ranges import (EXTREME, PROTO_LIMIT, bad_constants, bad_ranges,  # noqa: F401
+                                     nodes_touching, seed_cache, stat_size, unrepresentable)
 
 COMPUTE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "GRU"}
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -53,103 +57,16 @@ class Quantized:
     quantized_nodes: list[str] = field(default_factory=list)
     float_nodes: list[str] = field(default_factory=list)   # compute nodes left in float
     excluded: list[str] = field(default_factory=list)
+    forced: dict[str, str] = field(default_factory=dict)   # kept in float: non-finite ranges
 
 
-# A tensor holding ±inf, NaN or a magnitude this large (an attention mask filled with -inf or
-# float32's minimum, a "very negative" logit) cannot be INT8: the calibrated range is not finite,
-# or so wide that every ordinary value rounds to zero.
-EXTREME = 1e9
-_FLOAT_ONLY: dict[tuple, dict[str, str]] = {}
-
-
-def float_only_nodes(src: Path, calibration: Dataset, skip=(), samples: int = 8) -> dict[str, str]:
+def float_only_nodes(src: Path, calibration: Dataset, skip=(), samples: int | None = None
+                     ) -> dict[str, str]:
     """Nodes that must stay in float, with the reason: those that produce or consume a tensor
-    that holds a non-finite or extreme value, in a constant or on the first calibration samples.
-    The model is run once with every intermediate tensor as an output. A model this cannot run
-    (too large, an op the probe cannot feed) gets no forced nodes: quantization then reports its
-    own error. Nodes in ``skip`` (already excluded by the user) are left out."""
-    stat = src.stat()
-    key = (str(src), stat.st_mtime_ns, stat.st_size, id(calibration))
-    if key not in _FLOAT_ONLY:
-        try:
-            _FLOAT_ONLY[key] = _float_only(src, calibration, samples)
-        except Exception:    # a probe, never a verdict: quantize_static reports real failures
-            _FLOAT_ONLY[key] = {}
-    return {n: why for n, why in _FLOAT_ONLY[key].items() if n not in skip}
-
-
-def _describe(values) -> str | None:
-    import numpy as np
-
-    arr = np.asarray(values)
-    if arr.dtype.kind != "f" or arr.size == 0:
-        return None
-    arr = arr.astype(np.float32, copy=False)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        kinds = [k for k, f in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf))
-                 if f(arr).any()]
-        return "holds " + "/".join(kinds)
-    peak = float(np.abs(arr).max())
-    return f"holds values of magnitude {peak:.3g}" if peak >= EXTREME else None
-
-
-def _float_only(src: Path, calibration: Dataset, samples: int) -> dict[str, str]:
-    import onnxruntime as ort
-    from onnx import numpy_helper
-
-    if stat_size(src) > (1 << 31) - (1 << 26):
-        return {}
-    model = onnx.load(str(src))
-    graph = model.graph
-    bad: dict[str, str] = {}
-    for init in graph.initializer:
-        why = _describe(numpy_helper.to_array(init))
-        if why:
-            bad[init.name] = f"constant '{init.name}' {why}"
-    constants = set()
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            constants.add(node.output[0])
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.TENSOR:
-                    why = _describe(numpy_helper.to_array(a.t))
-                    if why:
-                        bad[node.output[0]] = f"constant '{node.output[0]}' {why}"
-    uses = [(n.name, [*n.input, *n.output]) for n in graph.node
-            if n.name and n.op_type != "Constant"]
-    present = {o.name for o in graph.output}
-    for node in graph.node:
-        for out in node.output:
-            if out and out not in present and out not in constants:
-                graph.output.append(onnx.ValueInfoProto(name=out))
-                present.add(out)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    del model
-    names = [o.name for o in session.get_outputs()]
-    for i in range(min(samples, len(calibration))):
-        for name, value in zip(names, session.run(None, calibration.feed(i))):
-            if name not in bad:
-                why = _describe(value)
-                if why:
-                    bad[name] = f"tensor '{name}' {why} on calibration sample {i}"
-    if not bad:
-        return {}
-    nodes: dict[str, str] = {}
-    for name, tensors in uses:
-        hit = next((t for t in tensors if t in bad), None)
-        if hit is not None:
-            nodes[name] = (bad[hit] + ": INT8 cannot represent it (a mask or fill value?), so "
-                           "this node stays in float")
-    return nodes
-
-
-def stat_size(path: Path) -> int:
-    data = path.with_name(path.name + ".data")
-    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+    holding a non-finite or extreme value, in a constant or in its range calibrated over *every*
+    calibration sample (stages/ranges.py). Nodes in ``skip`` (already excluded by the user) are
+    left out. ``samples`` is accepted for old callers and ignored: no sample is skipped."""
+    return {n: why for n, why in unrepresentable(src, calibration).items() if n not in skip}
 
 
 def _stride(n: int, most: int = 32) -> int | None:
@@ -172,7 +89,12 @@ def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str
              cache: Path | None = None, display: str = "",
              nodes: list[str] | None = None, extra_options: dict | None = None) -> Quantized:
     """Static INT8 (QDQ). ``nodes`` limits quantization to those nodes (None: every node not
-    in ``exclude``); ``cache`` shares one calibration pass between configurations."""
+    in ``exclude``); ``cache`` shares one calibration pass between configurations.
+
+    The ranges are calibrated over every calibration sample and written to the calibration
+    cache before quantizing. A tensor whose range there is non-finite or extreme is never
+    quantized: every node producing or consuming it is kept in float (``Quantized.forced``, with
+    the reason) and the model is quantized again from the cached ranges, without recalibrating."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     # Not CalibMaxIntermediateOutputs: in onnxruntime 1.32 the MinMax calibrator *discards* each
@@ -185,29 +107,68 @@ def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     extra.update(extra_options or {})        # e.g. TensorRT: ActivationSymmetric
-    kwargs = {}
-    if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        kwargs["calibration_cache_path"] = str(cache)
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):   # histogram calibrators print progress
-            quantize_static(
-                str(src), str(dst), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-                per_channel=per_channel, activation_type=_qtype(activation_type),
-                weight_type=_qtype(weight_type),
-                calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-                nodes_to_exclude=list(exclude or []), op_types_to_quantize=op_types,
-                nodes_to_quantize=list(nodes) if nodes is not None else None,
-                use_external_data_format=src.stat().st_size > (1 << 31) - (1 << 24),
-                extra_options=extra, **kwargs)
-    except Exception as exc:
-        raise ConversionError(f"INT8 quantization failed: {type(exc).__name__}: {str(exc)[:300]}",
-                              file=display,
+    excluded = list(exclude or [])
+    forced: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="edgegate-quantize-") as tmp:
+        ranges = cache if cache is not None else Path(tmp) / "ranges.json"
+        kwargs = {}
+        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+            kwargs["calibration_cache_path"] = str(ranges)
+            plain = not op_types and not any(k.startswith("Calib") and k != "CalibStridedMinMax"
+                                              for k in extra)
+            if method == "minmax" and plain:   # the ranges float_only_nodes already calibrated
+                seed_cache(src, calibration, ranges)
+
+        def attempt() -> Exception | None:
+            logging.getLogger().setLevel(logging.ERROR)
+            try:
+                # histogram calibrators print; a [-inf, x] range warns before we catch it
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    quantize_static(
+                        str(src), str(dst), CalibrationReader(calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=_qtype(activation_type), weight_type=_qtype(weight_type),
+                        calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                        nodes_to_exclude=excluded, op_types_to_quantize=op_types,
+                        nodes_to_quantize=list(nodes) if nodes is not None else None,
+                        use_external_data_format=src.stat().st_size > (1 << 31) - (1 << 24),
+                        extra_options=extra, **kwargs)
+            except Exception as exc:      # onnxruntime raises many types
+                return exc
+            return None
+
+        error = attempt()
+        if ranges.is_file():
+            new = {n: why for n, why in _unquantizable(src, ranges, len(calibration),
+                                                       constants=error is not None).items()
+                   if n not in excluded}
+            if new:
+                forced.update(new)
+                excluded += list(new)
+                error = attempt()
+    if error is not None:
+        held = f" ({len(forced)} nodes touching non-finite tensors kept in float)" if forced else ""
+        raise ConversionError(f"INT8 quantization failed{held}: {type(error).__name__}: "
+                              f"{str(error)[:300]}", file=display,
                               fix="exclude the failing node (quantization.exclude_nodes) or check "
                                   "the calibration data") from None
     q_nodes, f_nodes = classify_nodes(onnx.load(str(dst), load_external_data=False))
     return Quantized(dst, activation_type, weight_type, per_channel, method, q_nodes, f_nodes,
-                     list(exclude or []))
+                     list(exclude or []), forced)
+
+
+def _unquantizable(src: Path, ranges: Path, samples: int, constants: bool) -> dict[str, str]:
+    """Nodes touching a tensor whose cached range is non-finite or extreme (and, after a failed
+    attempt, a constant holding such values)."""
+    bad = bad_ranges(ranges, samples)
+    if not bad and not constants:
+        return {}
+    large = stat_size(src) > PROTO_LIMIT
+    graph = onnx.load(str(src), load_external_data=constants and not large).graph
+    if constants and not large:
+        bad = {**bad_constants(graph), **bad}
+    return nodes_touching(graph, bad)
 
 
 def classify_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:

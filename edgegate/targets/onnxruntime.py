@@ -100,10 +100,15 @@ class OnnxRuntimeTarget:
                        "accuracy_fp32": search.scorer.accuracy_fp32,
                        "candidates": result.candidates, **result.extra},
         }
-        precision = _precision(cfg.precision, coverage)
+        precision = _precision(cfg.precision, coverage, chosen.path)
+        if precision == "fp32":
+            check_fp32_artifact(chosen.path, job.model_path, job.calibration, job.display, threads)
         final = job.workdir / f"{job.name}.{job.device.id}.{precision}.onnx"
         chosen.path.replace(final)
         notes = []
+        if precision == "mixed":
+            notes.append("the artifact holds quantization ops but no compute layer runs quantized "
+                         "(labelled mixed, not fp32)")
         if len(act_timings) == 2:
             mine = next(t for t in act_timings if t["activation_type"] == cfg.activation_type) \
                 if cfg.precision == "int8" else None
@@ -122,10 +127,55 @@ _METHOD_NAMES = {"int8": "onnxruntime.quantize_static (QDQ)",
                  "fp32": "none (FP32 kept)"}
 
 
-def _precision(kind: str, coverage: dict) -> str:
-    """The artifact's precision label (layers kept in float show in precision_coverage)."""
+# Ops that mean an artifact computes in integers somewhere (QDQ pairs, dynamic quantization)
+INTEGER_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+               "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul",
+               "QLinearConv", "QGemm", "QAttention"}
+FP32_CHECK_SAMPLES = 64
+
+
+def integer_ops(path: Path) -> list[str]:
+    """The integer/quantization op types in a model (subgraphs included)."""
+    import onnx
+
+    found: set[str] = set()
+
+    def walk(graph):
+        for node in graph.node:
+            if node.op_type in INTEGER_OPS or node.op_type.startswith("QLinear"):
+                found.add(node.op_type)
+            for a in node.attribute:
+                for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    walk(g)
+
+    walk(onnx.load(str(path), load_external_data=False).graph)
+    return sorted(found)
+
+
+def _precision(kind: str, coverage: dict, artifact: Path | None = None) -> str:
+    """The artifact's precision label, from what the artifact holds: int8 when compute layers run
+    quantized (layers kept in float show in precision_coverage), mixed when it holds
+    quantization ops but no compute layer is quantized, fp32 only for a float graph."""
+    quantized = bool(integer_ops(artifact)) if artifact is not None else kind.startswith("int8")
+    if quantized:
+        return "int8" if coverage.get("int8") else "mixed"
     if kind == "fp16":
         return "fp16"
-    if kind == "fp32" or not coverage.get("int8"):
-        return "fp32"
-    return "int8"
+    return "fp32"
+
+
+def check_fp32_artifact(artifact: Path, reference: Path, calibration, display: str = "",
+                        threads: int | None = None) -> None:
+    """A bug guard: an artifact labelled FP32 computes what the FP32 optimized model computes
+    (float tolerance, on up to FP32_CHECK_SAMPLES calibration samples), or EdgeGate stops."""
+    from edgegate.errors import InternalError
+    from edgegate.stages.faithful import compare
+
+    ops = integer_ops(artifact)
+    n = min(len(calibration), FP32_CHECK_SAMPLES)
+    why = (f"it holds {', '.join(ops)}" if ops else
+           compare(reference, artifact, (calibration.feed(i) for i in range(n)), threads))
+    if why:
+        raise InternalError(f"the ONNX Runtime artifact labelled fp32 for {display or artifact.name} "
+                            f"is not the FP32 model: {why}", file=display,
+                            fix="this is a bug in EdgeGate; please report it with report.json")

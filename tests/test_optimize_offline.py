@@ -1,0 +1,49 @@
+"""The offline-optimized FP32 floor: ONNX Runtime's ORT_ENABLE_EXTENDED graph, saved, reloaded
+and checked to compute what the source computes; a plain copy (with the reason) otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from edgegate.data.sources import Dataset
+from edgegate.stages.faithful import mismatch
+from edgegate.stages.optimize import optimize_offline
+
+
+def test_the_digits_model_is_optimized_offline_and_faithful(digits_onnx, tmp_path):
+    src = digits_onnx / "digits.onnx"
+    cal = np.load(digits_onnx / "data" / "calibration.npz")["input"][:32]
+    dst, note = optimize_offline(src, tmp_path / "floor.onnx", 2, "digits.onnx",
+                                 Dataset({"input": cal}, None, {}))
+    assert note is None and dst == tmp_path / "floor.onnx"
+    model = onnx.load(str(dst))
+    domains = {n.domain for n in model.graph.node}
+    assert "com.microsoft" in domains                  # fusions applied (FusedConv/FusedGemm)
+    assert "com.microsoft.nchwc" not in domains        # no layout-specific ops (that is ALL)
+    x = np.load(digits_onnx / "data" / "evaluation.npz")["input"][:64]
+    fresh = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    assert mismatch(ort.InferenceSession(str(src)).run(None, {"input": x}),
+                    fresh.run(None, {"input": x})) is None
+
+
+def test_without_samples_or_when_onnx_runtime_fails_it_is_a_plain_copy(digits_onnx, tmp_path):
+    src = digits_onnx / "digits.onnx"
+    dst, note = optimize_offline(src, tmp_path / "a.onnx", None, "digits.onnx", [])
+    assert dst.read_bytes() == src.read_bytes() and "no samples" in note
+
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.none")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    odd = tmp_path / "odd.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("example.none", 1)]),
+              str(odd))
+    dst, note = optimize_offline(odd, tmp_path / "b.onnx", None, "odd.onnx",
+                                 [{"x": np.ones(2, np.float32)}])
+    assert dst.read_bytes() == odd.read_bytes()
+    assert note.startswith("offline ONNX Runtime optimization (ORT_ENABLE_EXTENDED) not used for "
+                           "odd.onnx:") and "plain copy" in note
+    assert not (tmp_path / "b-ortopt.onnx").exists()

@@ -170,6 +170,24 @@ def test_a_masked_transformer_is_gated_not_refused(masked_repo):
     assert result["metrics"]["top1_agreement"] > 0.95
 
 
+def test_histogram_calibration_on_a_masked_model_says_to_use_minmax(masked_repo, tmp_path):
+    # ONNX Runtime's histogram calibrators collect every tensor, excluded nodes' too: on the -inf
+    # mask they failed with "autodetected range of [0.0, inf]", and the search's alternative
+    # calibration method took the whole model down with it (seen in CI).
+    from edgegate.errors import ConversionError
+    from edgegate.stages.quantize import quantize
+
+    cal = np.load(masked_repo / "data" / "calibration.npz")
+    data = Dataset({"rows": cal["rows"], "mask": cal["mask"]}, None, {})
+    src = masked_repo / "models" / "rows.onnx"
+    with pytest.raises(ConversionError) as err:
+        quantize(src, tmp_path / "p.onnx", data, activation_type="uint8", method="percentile",
+                 exclude=list(float_only_nodes(src, data)), display="models/rows.onnx")
+    assert "calibration_method: minmax" in str(err.value) and "-inf" in str(err.value)
+    q = quantize(src, tmp_path / "m.onnx", data, activation_type="uint8", method="minmax")
+    assert "Softmax" in {n.split("/")[-1] for n in q.forced} and q.quantized_nodes
+
+
 # ---------------------------------------------------------------------- several outputs
 
 needs_tflite = pytest.mark.skipif(

@@ -147,6 +147,15 @@ def quantize(src: Path, dst: Path, calibration: Dataset, *, activation_type: str
                 forced.update(new)
                 excluded += list(new)
                 error = attempt()
+    if error is not None and method != "minmax" and not forced:
+        nonfinite = unrepresentable(src, calibration)
+        if nonfinite:       # the histogram calibrators collect every tensor, excluded or not
+            first = next(iter(nonfinite.values())).split(":")[0]
+            raise ConversionError(
+                f"INT8 quantization failed: {method} calibration builds a histogram of every "
+                f"activation, and {len(nonfinite)} nodes touch a tensor it cannot bin ({first})",
+                file=display, fix="use quantization.calibration_method: minmax, which keeps "
+                                  "those nodes in float and quantizes the rest") from None
     if error is not None:
         held = f" ({len(forced)} nodes touching non-finite tensors kept in float)" if forced else ""
         raise ConversionError(f"INT8 quantization failed{held}: {type(error).__name__}: "

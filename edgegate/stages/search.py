@@ -30,6 +30,7 @@ import onnx
 
 from edgegate.config.schema import QuantizationSpec
 from edgegate.data.sources import Dataset
+from edgegate.errors import ConversionError
 from edgegate.stages.analyze import node_macs
 from edgegate.stages.benchmark import PairTiming, benchmark_pair
 
@@ -281,7 +282,17 @@ class PrecisionSearch:
             for m in METHOD_ORDER:
                 if m == current.cfg.method or self._out_of_time("calibration_method"):
                     continue
-                other = self.candidate(replace(current.cfg, method=m), "calibration_method", timed=False)
+                try:
+                    other = self.candidate(replace(current.cfg, method=m), "calibration_method",
+                                           timed=False)
+                except ConversionError as exc:   # e.g. a histogram over a -inf mask tensor
+                    self.candidates.append({"id": len(self.candidates) + 1,
+                                            "stage": "calibration_method",
+                                            "config": replace(current.cfg, method=m).to_dict(),
+                                            "error": str(exc),
+                                            "note": f"{m} calibration could not run; "
+                                                    f"{current.cfg.method} kept"})
+                    continue
                 ranges[m] = range_change(self.workdir / f"calibration-{current.cfg.method}.json",
                                          self.workdir / f"calibration-{m}.json")
                 other.record["range_change_vs_" + current.cfg.method] = ranges[m]

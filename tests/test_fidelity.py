@@ -194,6 +194,36 @@ def test_classification_is_inferred_and_top1_agreement_counts_changed_argmaxes()
     assert metrics["box_f1"] is None and "box_f1" not in not_measured
 
 
+def test_a_ctc_recognizer_is_classification_per_position():
+    # An OCR recognizer ([1, T, 6625] softmax, T from the image width) was read as regression and
+    # gated on SQNR; what its users read is the character at each position.
+    rng = np.random.default_rng(5)
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+    ref = [[softmax(rng.normal(size=(1, t, 40)) * 3) for t in (25, 40, 33)]]
+    inputs = [("x", ("batch", 3, 48, "width"), "float32")]
+    info = infer_task("auto", inputs, [("softmax_out", ("batch", "t", 40), "float32")], ref)
+    assert (info.task, info.output, info.per_position) == ("classification", 0, True)
+    assert "probability distributions" in info.why and "per position" in info.why
+    new = [[a.copy() for a in ref[0]]]
+    for p in range(5):                          # 5 of 98 positions change their character
+        row = new[0][1][0, p]
+        row[(np.argmax(row) + 1) % 40] = row.max() + 0.5
+    metrics, _ = task_fidelity(info, ref, new)
+    assert metrics["top1_agreement"] == pytest.approx(1 - 5 / 98)
+    assert metrics["primary_metric"] == "top1_agreement"
+    logits = [[rng.normal(size=(1, 12, 9)).astype(np.float32) for _ in range(3)]]
+    named = infer_task("auto", inputs, [("logits", ("batch", 12, 9), "float32")], logits)
+    assert named.per_position and "named like class scores" in named.why
+    plain = infer_task("auto", inputs, [("features", ("batch", 12, 9), "float32")], logits)
+    assert plain.task == "regression"
+    declared = infer_task("classification", inputs, [("features", ("batch", 12, 9), "float32")], logits)
+    assert declared.per_position and "each position" in declared.why
+
+
 def test_token_ids_with_hidden_states_are_an_embedding_not_a_sequence():
     rng = np.random.default_rng(1)
     inputs = [("input_ids", ("batch", "seq"), "int64"), ("attention_mask", ("batch", "seq"), "int64")]

@@ -19,14 +19,18 @@ per-sample shapes of the FP32 outputs on the evaluation data, without a leading 
    is named like logits/probabilities).
 3. **embedding** -- a float output named like *embed*/*pool*/*sentence*/*last_hidden_state*
    shaped ``[D]`` or ``[T, D]``.
-4. **sequence** -- several outputs, one with a time axis (rank >= 2 per sample) and another
+4. **classification per position** -- a float output ``[T, C]`` (C > 1) whose rows are
+   probability distributions on every inspected sample (in [0, 1], summing to 1: a CTC text
+   recognizer, a softmaxed tagger), or that is named like logits/probabilities: top-1
+   agreement is counted at each of the T positions.
+5. **sequence** -- several outputs, one with a time axis (rank >= 2 per sample) and another
    that looks like a recurrent state: named state/hidden/cell/h/c/hn/cn/h0/c0/hx/cx (as a
    whole word of the name), or shaped exactly like one of the inputs.
-5. **embedding** -- int32/int64 token-id inputs (rank <= 2) and a float output ``[D]`` or
+6. **embedding** -- int32/int64 token-id inputs (rank <= 2) and a float output ``[D]`` or
    ``[T, D]``.
-6. **segmentation** -- an output ``[C, H, W]`` (or ``[H, W, C]``) with C > 1, H, W > 1, whose
+7. **segmentation** -- an output ``[C, H, W]`` (or ``[H, W, C]``) with C > 1, H, W > 1, whose
    H, W equal, or are a whole fraction or multiple of, the spatial size of an image input.
-7. otherwise **regression**.
+8. otherwise **regression**.
 
 Metrics (``task_fidelity``): top-1 agreement (classification; per pixel for segmentation),
 box F1 after decoding, confidence filtering, class-wise NMS and greedy matching (detection),
@@ -59,6 +63,8 @@ INSPECT_SAMPLES = 32            # samples whose values infer_task looks at
 
 _EMBED_NAME = re.compile(r"embed|pool|sentence|last_hidden_state", re.IGNORECASE)
 _LOGITS_NAME = re.compile(r"logit|prob|class|score", re.IGNORECASE)
+_POSITION_NAME = re.compile(r"logit|prob", re.IGNORECASE)
+DISTRIBUTION_EPS = 1e-3         # slack on "each row sums to 1"
 _STATE_WORDS = {"state", "states", "hidden", "cell", "h", "c", "hn", "cn", "h0", "c0", "hx", "cx"}
 _TOKEN_DTYPES = {"int32", "int64"}
 
@@ -84,6 +90,7 @@ class TaskInfo:
     layout: DetectionLayout | None = None
     output: int | None = None           # the output the task metric reads (classification, embedding, segmentation)
     axis: int = 1                       # segmentation: the class axis of that output's sample arrays (batch included)
+    per_position: bool = False          # classification: one class vector per position ([T, C]), argmax on the last axis
 
 
 # ------------------------------------------------------------------------------ shapes and values
@@ -279,6 +286,9 @@ def infer_task(declared: str, inputs: list[tuple[str, tuple, str]], outputs: lis
         k = embed_named[0]
         return TaskInfo("embedding", True, f"embedding: output '{names[k]}' {list(shapes[k])} is "
                         "named like an embedding", output=k)
+    positions = _position_scores(outputs, ref_outputs, shapes, float_out)
+    if positions is not None:
+        return TaskInfo("classification", True, positions[1], output=positions[0], per_position=True)
     state = _state_output(inputs, outputs, shapes)
     if state is not None:
         return TaskInfo("sequence", True, state)
@@ -292,6 +302,34 @@ def infer_task(declared: str, inputs: list[tuple[str, tuple, str]], outputs: lis
         return TaskInfo("segmentation", True, "segmentation: " + seg[2], output=seg[0], axis=seg[1])
     return TaskInfo("regression", True, "regression: no output looks like class scores, boxes, an "
                     "embedding, a class map or a recurrent state")
+
+
+def _distributions(ref: list, k: int) -> bool:
+    """Every inspected sample of output k is rows of probabilities (last axis sums to 1)."""
+    samples = ref[k][:INSPECT_SAMPLES] if k < len(ref) else []
+    for arr in samples:
+        arr = np.asarray(arr, dtype=np.float64)
+        if not _in_unit(arr) or not np.all(np.abs(arr.sum(axis=-1) - 1) <= DISTRIBUTION_EPS):
+            return False
+    return bool(samples)
+
+
+def _position_scores(outputs: list, ref: list, shapes: list, float_out: list) -> tuple[int, str] | None:
+    """(output, why) for an output of one class vector per position, [T, C]."""
+    for k in float_out:
+        shape = shapes[k]
+        if len(shape) != 2 or not isinstance(shape[-1], int) or shape[-1] < 2:
+            continue
+        name = outputs[k][0]
+        if _distributions(ref, k):
+            how = "its rows are probability distributions"
+        elif _POSITION_NAME.search(name):
+            how = "it is named like class scores"
+        else:
+            continue
+        return k, (f"classification per position: output '{name}' {list(shape)} holds {shape[-1]} class "
+                   f"scores at each position ({how}); top-1 agreement is counted per position")
+    return None
 
 
 def _out_is_float(outputs: list, ref: list, k: int) -> bool:
@@ -321,7 +359,12 @@ def _state_output(inputs: list, outputs: list, shapes: list) -> str | None:
 def _declared(task: str, inputs: list, outputs: list, shapes: list, float_out: list, embed_named: list) -> TaskInfo:
     names = [o[0] for o in outputs]
     if task == "classification":
-        k = next((k for k in range(len(outputs)) if _vector_output(shapes[k])), 0)
+        k = next((k for k in range(len(outputs)) if _vector_output(shapes[k])), None)
+        if k is None:
+            k = next((k for k in float_out if len(shapes[k]) == 2), 0)
+            if len(shapes[k]) == 2:
+                return TaskInfo(task, False, f"classification declared; top-1 read at each position of output "
+                                f"'{names[k]}' {list(shapes[k])}", output=k, per_position=True)
         return TaskInfo(task, False, f"classification declared; top-1 read on output '{names[k]}'", output=k)
     if task == "embedding":
         rows = embed_named or [k for k in float_out if len(shapes[k]) in (1, 2)] or [0]
@@ -635,7 +678,8 @@ def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np
             metrics["top1_agreement"] = 0.0
             nan_note(k, "top1_agreement", 0.0)
         else:
-            metrics["top1_agreement"] = agreement(ref[k], new[k], None if info.task == "classification" else info.axis)
+            axis = -1 if info.per_position else None if info.task == "classification" else info.axis
+            metrics["top1_agreement"] = agreement(ref[k], new[k], axis)
     if info.task == "detection" and info.layout is None:
         not_measured["box_f1"] = "no detection layout: declare detection: {layout: yolov8|yolov5|ssd, ...}"
     if info.task == "detection" and info.layout is not None:

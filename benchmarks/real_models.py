@@ -384,15 +384,15 @@ def dwsep_cnn(folder: Path, n_cal: int, n_eval: int, quick: bool) -> Case:
                 f"scikit-learn digits 32x32 (test accuracy {acc:.1f} % in PyTorch)")
 
 
-def pixel_tokens(x32: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """[CLS] + the 64 pixels of the 8x8 digit as tokens (intensity 0-16); the last 0-3 rows are
-    cut away as padding (id 18, attention_mask 0): sequences of 41-65 real tokens."""
-    pix = np.rint(x32[:, 0, ::4, ::4] * 16).astype(np.int64).reshape(len(x32), 64)
-    keep_rows = np.random.default_rng(seed).integers(5, 9, len(x32))
-    length = 1 + keep_rows * 8
-    ids = np.concatenate([np.full((len(x32), 1), 17), pix], axis=1)
-    mask = (np.arange(65)[None, :] < length[:, None]).astype(np.int64)
-    ids[mask == 0] = 18
+def patch_tokens(x32: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """[CLS] + the 16 2x2 patches of the 8x8 digit as tokens (each pixel in 3 levels: 81 patch
+    ids); the last 0-1 patch rows are cut away as padding ([PAD] id 82, attention_mask 0)."""
+    pix = np.minimum(np.rint(x32[:, 0, ::4, ::4] * 2), 2).astype(np.int64)       # (n, 8, 8) in 0..2
+    p = pix.reshape(len(x32), 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(len(x32), 16, 4)
+    ids = np.concatenate([np.full((len(x32), 1), 81), p @ np.array([27, 9, 3, 1])], axis=1)
+    keep_rows = np.random.default_rng(seed).integers(3, 5, len(x32))
+    mask = (np.arange(17)[None, :] < (1 + keep_rows * 4)[:, None]).astype(np.int64)
+    ids[mask == 0] = 82
     return ids, mask
 
 
@@ -403,10 +403,10 @@ def bert_encoder(folder: Path, n_cal: int, n_eval: int, quick: bool) -> Case:
     import digits
 
     class Bert(nn.Module):
-        def __init__(self, dim=64, layers=2):
+        def __init__(self, dim=48, layers=2):
             super().__init__()
-            self.tok = nn.Embedding(19, dim)
-            self.pos = nn.Embedding(65, dim)
+            self.tok = nn.Embedding(83, dim)
+            self.pos = nn.Embedding(17, dim)
             self.norm = nn.LayerNorm(dim)
             self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(
                 dim, 4, dim * 2, dropout=0.0, activation="gelu", batch_first=True), layers,
@@ -422,9 +422,9 @@ def bert_encoder(folder: Path, n_cal: int, n_eval: int, quick: bool) -> Case:
     torch.manual_seed(0)
     model = Bert()
     x_train, y_train, x_test, y_test = digits.digits_data()
-    ids, mask = pixel_tokens(x_train, 1)
-    _train(model, [ids, mask], y_train, 4 if quick else 12, lr=1e-3)
-    tids, tmask = pixel_tokens(x_test, 2)
+    ids, mask = patch_tokens(x_train, 1)
+    _train(model, [ids, mask], y_train, 6 if quick else 15, lr=2e-3)
+    tids, tmask = patch_tokens(x_test, 2)
     acc = _accuracy(model, [tids, tmask], y_test)
     path = folder / "bert-encoder.onnx"
     with contextlib.redirect_stderr(io.StringIO()):
@@ -435,7 +435,7 @@ def bert_encoder(folder: Path, n_cal: int, n_eval: int, quick: bool) -> Case:
     return Case("bert-encoder", "built here", "classifier", path,
                 {"input_ids": ids[:n_cal], "attention_mask": mask[:n_cal]},
                 {"input_ids": tids[:n_eval], "attention_mask": tmask[:n_eval]}, y_test[:n_eval],
-                f"scikit-learn digits as 65 pixel tokens, 0-3 rows padded ([PAD] + mask) "
+                f"scikit-learn digits as [CLS] + 16 patch tokens, 0-4 of them padded ([PAD] + mask) "
                 f"(test accuracy {acc:.1f} % in PyTorch)")
 
 

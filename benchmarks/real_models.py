@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "benchmark-models"
@@ -615,7 +616,9 @@ def quantize_static_defaults(case: Case, work: Path, settings: Settings) -> dict
     from onnxruntime.quantization import quantize_static
 
     from edgegate.stages.benchmark import benchmark_pair
-    from edgegate.stages.evaluate import fidelity
+    from edgegate.stages.analyze import io_specs
+    from edgegate.stages.fidelity import infer_task
+    from edgegate.stages.fidelity import task_fidelity as measure_fidelity
     from edgegate.targets.onnxruntime import OrtRunner
 
     sess = ort.InferenceSession(str(case.onnx), providers=["CPUExecutionProvider"])
@@ -648,22 +651,32 @@ def quantize_static_defaults(case: Case, work: Path, settings: Settings) -> dict
                 slot.append(np.asarray(o))
         return per
 
+    ref, new = outputs(base), outputs(quant)
+    ins, outs = io_specs(onnx.load(str(case.onnx), load_external_data=False))
+    task = infer_task("auto", [(t.name, t.shape, t.dtype) for t in ins],
+                      [(t.name, t.shape, t.dtype) for t in outs], ref)
+    metrics, _ = measure_fidelity(task, ref, new)     # the metrics EdgeGate gates on, same code
     return {"speedup": pair.speedup, "speedup_ci95": list(pair.speedup_ci95),
-            "size_ratio": case.onnx.stat().st_size / dst.stat().st_size,
-            **fidelity(outputs(base), outputs(quant))}
+            "size_ratio": case.onnx.stat().st_size / dst.stat().st_size, **metrics}
 
 
 # ------------------------------------------------------------------------------- printing
 
-def task_fidelity(task: str, metrics: dict | None) -> str:
+FORMATS = {"top1_agreement": "agree {:.1%}", "cosine_similarity": "cos {:.4f}", "box_f1": "box F1 {:.3f}",
+           "sqnr_db": "SQNR {:.1f} dB"}
+
+
+def fidelity_cell(task: str, metrics: dict | None) -> str:
+    """The gating fidelity metric of the model's task (EdgeGate's primary_metric when the
+    metrics carry one, else the case's own task)."""
     if not metrics:
         return "-"
-    key, fmt = {"classifier": ("top1_agreement", "agree {:.1%}"),
-                "embedding": ("cosine_similarity", "cos {:.4f}")}.get(task, ("sqnr_db", "SQNR {:.1f} dB"))
+    key = metrics.get("primary_metric") or {"classifier": "top1_agreement",
+                                            "embedding": "cosine_similarity"}.get(task, "sqnr_db")
     value = metrics.get(key)
     if key == "sqnr_db" and (value == float("inf") or (value is None and metrics.get("cosine_similarity") == 1.0)):
         return "identical"
-    return "n/a" if value is None else fmt.format(value)
+    return "n/a" if value is None else FORMATS.get(key, key + " {:.3f}").format(value)
 
 
 def speed(metrics: dict | None) -> str:
@@ -759,11 +772,11 @@ def print_table(rows: list[dict], settings: Settings, ov: bool) -> None:
         lines.append([
             r["model"], r["source"], r["params"], r["task"],
             ((eg or {}).get("artifact") or {}).get("precision", "-") if eg_m else "-",
-            speed(eg_m), ratio((eg_m or {}).get("size_ratio")), task_fidelity(r["task"], eg_m),
+            speed(eg_m), ratio((eg_m or {}).get("size_ratio")), fidelity_cell(r["task"], eg_m),
             (eg or {}).get("status", "error" if r["source"] != "-" else "-"),
-            speed(qs), ratio((qs or {}).get("size_ratio")), task_fidelity(r["task"], qs),
+            speed(qs), ratio((qs or {}).get("size_ratio")), fidelity_cell(r["task"], qs),
             (f"{ovr['artifact']['precision']} " if ov_m and ovr.get("artifact") else "") + speed(ov_m)
-            if ov else "not installed", task_fidelity(r["task"], ov_m) if ov else "-",
+            if ov else "not installed", fidelity_cell(r["task"], ov_m) if ov else "-",
             (ovr or {}).get("status", "-") if ov else "-"])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)

@@ -374,3 +374,19 @@ def test_a_trained_detector_is_recognised_and_its_int8_drift_measured(detector_o
     onnx.save(graph, str(broken))
     metrics, _ = task_fidelity(info, ref, outputs_of(broken, x))
     assert metrics["box_f1"] < 0.5 and metrics["box_f1_detections_artifact"] == 0
+
+
+def test_whole_tensor_sqnr_and_cosine_on_noise_and_on_per_sample_shapes():
+    rng = np.random.default_rng(0)
+    ref = [[rng.standard_normal((1, 10)) for _ in range(50)]]
+    info = infer_task("auto", IMAGE, outs(ref, ["logits"]), ref)
+    same, _ = task_fidelity(info, ref, ref)
+    assert same["top1_agreement"] == 1.0 and same["sqnr_db_tensor"] == float("inf")
+    noisy = [[r + 0.1 * rng.standard_normal(r.shape) for r in ref[0]]]
+    got, _ = task_fidelity(info, ref, noisy)
+    assert 15 < got["sqnr_db_tensor"] < 25                  # signal 1, noise 0.01 -> ~20 dB
+    assert got["cosine_similarity"] < 1.0
+    boxes = [[np.ones((1, n, 4)) for n in (3, 5)]]        # a per-sample box count (dynamic shape)
+    info = TaskInfo("regression", False, "declared")
+    det, _ = task_fidelity(info, boxes, [[b.copy() for b in boxes[0]]])
+    assert det["top1_agreement"] is None and det["cosine_similarity"] == pytest.approx(1.0)

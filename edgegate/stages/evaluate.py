@@ -1,4 +1,5 @@
-"""One evaluator for every target: labelled accuracy and label-free fidelity against the source."""
+"""One evaluator for every target: labelled accuracy (and its metrics). Label-free fidelity
+against the source is stages/fidelity.py."""
 
 from __future__ import annotations
 
@@ -84,44 +85,6 @@ def score(metric: str, out: np.ndarray, labels: np.ndarray | None, root: Path | 
     if metric == "mse":
         return mse(out, labels)
     return float(custom_metric(metric, root or Path.cwd())(out, labels))
-
-
-def fidelity(ref: list[list[np.ndarray]], new: list[list[np.ndarray]]) -> dict:
-    """Per-sample comparison with the reference, worst over outputs: top-1 agreement (for
-    outputs that are one score vector per sample), cosine similarity and SQNR."""
-    cos_by_output, sqnr_by_output, agree = [], [], None
-    for ref_samples, new_samples in zip(ref, new):
-        cosines, noise, signal, agreements = [], 0.0, 0.0, []
-        for r, n in zip(ref_samples, new_samples):
-            r64 = np.asarray(r, dtype=np.float64).ravel()
-            n64 = np.asarray(n, dtype=np.float64).ravel()
-            if r64.shape != n64.shape:
-                cosines.append(0.0)
-                noise += float(np.sum(r64 ** 2))
-                signal += float(np.sum(r64 ** 2))
-                continue
-            den = float(np.linalg.norm(r64) * np.linalg.norm(n64))
-            if den > 0:
-                cosines.append(float(np.dot(r64, n64) / den))
-            else:
-                cosines.append(1.0 if np.array_equal(r64, n64) else 0.0)
-            noise += float(np.sum((r64 - n64) ** 2))
-            signal += float(np.sum(r64 ** 2))
-            squeezed = np.squeeze(np.asarray(r))
-            if squeezed.ndim == 1 and squeezed.size > 1 and np.issubdtype(np.asarray(r).dtype, np.floating):
-                agreements.append(int(np.argmax(r64) == np.argmax(n64)))
-        if not cosines:
-            continue
-        cos_by_output.append(float(np.mean(cosines)))
-        if noise == 0:
-            sqnr_by_output.append(float("inf"))
-        elif signal > 0:
-            sqnr_by_output.append(float(10 * np.log10(signal / noise)))
-        if agree is None and agreements:
-            agree = float(np.mean(agreements))
-    return {"top1_agreement": agree,
-            "cosine_similarity": min(cos_by_output) if cos_by_output else None,
-            "sqnr_db": min(sqnr_by_output) if sqnr_by_output else None}
 
 
 def pick_output(outputs: list, which: int | str, names: list[str], display: str) -> list:

@@ -624,7 +624,7 @@ def channel_sqnr(ref: list[np.ndarray], new: list[np.ndarray]) -> tuple[float | 
 
 def tensor_sqnr(ref: list[np.ndarray], new: list[np.ndarray]) -> float | None:
     """Whole-tensor SQNR: sum(ref^2) / sum((ref - new)^2) over samples (a shape mismatch counts
-    its whole signal as noise), as evaluate.fidelity has it; None when the signal is 0."""
+    its whole signal as noise); None when the signal is 0."""
     signal = noise = 0.0
     for r, n in zip(ref, new):
         r, n = np.asarray(r, dtype=np.float64).ravel(), np.asarray(n, dtype=np.float64).ravel()

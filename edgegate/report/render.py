@@ -14,7 +14,7 @@ from pathlib import Path
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from edgegate.report.model import Report
+from edgegate.report.model import IDENTICAL_OUTPUTS, Report
 
 MARKER = "<!-- edgegate:comment -->"
 COMMENT_LIMIT = 65_536
@@ -58,7 +58,8 @@ def environment(template_dir: Path | None = None) -> SandboxedEnvironment:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                keep_trailing_newline=True, autoescape=False)
     env.filters.update(md=md, bytes=fmt_bytes, num=fmt_num, chart_label=chart_label)
-    env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon, limit_sources=limit_sources)
+    env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon, limit_sources=limit_sources,
+                       IDENTICAL_OUTPUTS=IDENTICAL_OUTPUTS)
     return env
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,21 @@ from edgegate.errors import ConversionError
 
 # A model file larger than this cannot be held in one protobuf: it needs external data.
 PROTO_LIMIT = (1 << 31) - (1 << 24)
+
+
+@contextlib.contextmanager
+def _scratch_cwd(folder: Path):
+    """Run in ``folder``: ONNX Runtime's symbolic shape inference saves its partial model as
+    ./sym_shape_infer_temp.onnx (plus external data) when it cannot finish, which would land in
+    the user's repository."""
+    before = os.getcwd()
+    scratch = Path(tempfile.mkdtemp(prefix="shape-infer-", dir=folder))
+    os.chdir(scratch)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
@@ -45,8 +63,9 @@ def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
     for kwargs, note in attempts:
         try:
             logging.getLogger().setLevel(logging.ERROR)
-            quant_pre_process(str(src), str(dst), save_as_external_data=large,
-                              all_tensors_to_one_file=True, **kwargs)
+            with _scratch_cwd(dst.parent):   # ORT drops sym_shape_infer_temp.onnx in the cwd
+                quant_pre_process(str(src.resolve()), str(dst.resolve()), save_as_external_data=large,
+                                  all_tensors_to_one_file=True, **kwargs)
             onnx.checker.check_model(str(dst))
             if note:
                 notes.append(note)

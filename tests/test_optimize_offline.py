@@ -3,6 +3,8 @@ and checked to compute what the source computes; a plain copy (with the reason) 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -47,3 +49,21 @@ def test_without_samples_or_when_onnx_runtime_fails_it_is_a_plain_copy(digits_on
     assert note.startswith("offline ONNX Runtime optimization (ORT_ENABLE_EXTENDED) not used for "
                            "odd.onnx:") and "plain copy" in note
     assert not (tmp_path / "b-ortopt.onnx").exists()
+
+
+def test_optimize_takes_paths_relative_to_the_cwd_and_leaves_the_cwd_alone(digits_onnx, tmp_path, monkeypatch):
+    # ONNX Runtime's pre-processing runs in a scratch folder (its symbolic shape inference saves
+    # sym_shape_infer_temp.onnx in the cwd when it cannot finish); relative paths still resolve.
+    import shutil
+
+    from edgegate.stages.optimize import optimize
+
+    repo = tmp_path / "repo"
+    (repo / "work").mkdir(parents=True)
+    shutil.copy(digits_onnx / "digits.onnx", repo / "work" / "source.onnx")
+    monkeypatch.chdir(repo)
+    before = sorted(p.name for p in repo.iterdir())
+    out, notes = optimize(Path("work/source.onnx"), Path("work/optimized.onnx"), "digits.onnx")
+    assert out == Path("work/optimized.onnx") and out.is_file(), notes
+    assert sorted(p.name for p in repo.iterdir()) == before
+    assert not any(p.name.startswith("shape-infer-") for p in (repo / "work").iterdir())

@@ -63,8 +63,9 @@ def optimize(src: Path, dst: Path, display: str) -> tuple[Path, list[str]]:
     for kwargs, note in attempts:
         try:
             logging.getLogger().setLevel(logging.ERROR)
+            src_abs, dst_abs = str(src.resolve()), str(dst.resolve())   # before the cwd moves
             with _scratch_cwd(dst.parent):   # ORT drops sym_shape_infer_temp.onnx in the cwd
-                quant_pre_process(str(src.resolve()), str(dst.resolve()), save_as_external_data=large,
+                quant_pre_process(src_abs, dst_abs, save_as_external_data=large,
                                   all_tensors_to_one_file=True, **kwargs)
             onnx.checker.check_model(str(dst))
             if note:

@@ -10,6 +10,7 @@ same model x device.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
@@ -50,8 +51,7 @@ def select_only(discovery: Discovery, pairs: list[str], config: Config) -> tuple
                 raise ConfigError(f"--only: '{model}' is not gated on '{d}'", value=d,
                                   fix="use one of " + ", ".join(allowed))
         ordered = [d for d in allowed if d in devices]
-        jobs.append(ModelJob(job.path, job.spec.model_copy(update={"devices": ordered}),
-                             job.change, job.old_path))
+        jobs.append(replace(job, spec=job.spec.model_copy(update={"devices": ordered})))
     only = [f"{j.path}@{d}" for j in jobs for d in j.spec.devices]
     return Discovery(jobs=jobs, removed=discovery.removed, unchanged=discovery.unchanged,
                      base=discovery.base, head=discovery.head), only
@@ -71,8 +71,7 @@ def plan(loaded: LoadedConfig, git: Git | None, *, base: str | None = None, head
     include = []
     for job in discovery.jobs:
         if devices:
-            job = ModelJob(job.path, job.spec.model_copy(update={"devices": list(devices)}),
-                           job.change, job.old_path)
+            job = replace(job, spec=job.spec.model_copy(update={"devices": list(devices)}))
         for d in devices_for(job, config):
             dev = resolved.get(d)
             include.append({"model": job.path, "device": d, "only": f"{job.path}@{d}",

@@ -55,7 +55,7 @@ def statuses_for(report: Report, devices: list[str] | None = None) -> list[Statu
         for result in model.results:
             per_device.setdefault(result.device, []).append(
                 (STATE[result.status], _result_text(model.name, result)))
-    refused = {}
+    refused: dict[str, list[str]] = {}
     for c in report.policy_changes:
         if c.change == "loosened" and not c.allowed:
             refused.setdefault(c.device, []).append(c.limit)

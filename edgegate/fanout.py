@@ -13,6 +13,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from edgegate.config.check import check_devices, check_paths, repository_files
 from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
 from edgegate.config.schema import Config
 from edgegate.discover import Discovery, Git, ModelJob, discover
@@ -66,8 +67,11 @@ def plan(loaded: LoadedConfig, git: Git | None, *, base: str | None = None, head
         config = config.model_copy(update={"devices": list(devices)})
     if git is None and not models:
         git = Git(loaded.root)
-    discovery = discover(config, loaded.root, git, base=base, head=head, explicit=models)
     resolved = resolve_devices(policy_stack(loaded, policy))
+    check_devices(loaded, resolved, devices)
+    check_paths(loaded, lambda: repository_files(loaded.root, git))
+    discovery = discover(loaded.config, loaded.root, git, base=base, head=head, explicit=models,
+                         config_file=loaded.source.file if loaded.source.data is not None else None)
     include = []
     for job in discovery.jobs:
         if devices:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgegate import __version__
-from edgegate.config.check import check_devices, check_paths
+from edgegate.config.check import check_devices, check_paths, repository_files
 from edgegate.config.load import LoadedConfig, ResolvedDevice, policy_stack, resolve_devices
 from edgegate.discover import Discovery, Git, discover, spec_for
 from edgegate.errors import ConfigError, EdgeGateError, describe
@@ -66,8 +66,9 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
         if git is None and not opts.models:
             git = Git(root)
         check_devices(loaded, devices, opts.devices)
-        check_paths(loaded, lambda: _repository_files(root, git))
-        discovery = discover(config, root, git, base=opts.base, head=opts.head,
+        check_paths(loaded, lambda: repository_files(root, git))
+        # the configuration as written (a --device override is not an edgegate.yml change)
+        discovery = discover(loaded.config, root, git, base=opts.base, head=opts.head,
                              explicit=opts.models,
                              config_file=loaded.source.file if loaded.source.data is not None else None)
         from edgegate.policy.integrity import resolve_policy
@@ -121,13 +122,6 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     write_report(report, out_dir / "report.json")
     write_rendered(report, out_dir)
     return report
-
-
-def _repository_files(root: Path, git: Git | None) -> list[str]:
-    if git is not None and git.is_repo():
-        return git.worktree_files()
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and ".git" not in p.relative_to(root).parts)
 
 
 def _policy_reasons(discovery: Discovery, config, applied: dict[str, ResolvedDevice],

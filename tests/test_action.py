@@ -316,3 +316,16 @@ def test_shallow_checkout_without_the_base_stops_with_the_fix(fake, tmp_path):
     assert f"::error::the base commit {base[:12]} is not in this clone" in proc.stdout
     assert "set fetch-depth: 0 on actions/checkout" in proc.stdout
     assert "verdict" not in outputs                  # nothing was gated with the PR's own limits
+
+
+def test_shallow_push_without_a_before_commit_deepens_to_find_the_base(fake, tmp_path):
+    _, base, head, clone = _loosening_pr(tmp_path, fake, 23)
+    event = {"ref": "refs/heads/main", "before": "0" * 40, "after": head,
+             "repository": {"full_name": fake.state.repo, "default_branch": "main"}}
+    proc, outputs, _ = run_action(clone, fake, tmp_path, "push", event)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log
+    assert "shallow clone: fetching 50 more commit(s) and main" in log
+    report = json.loads(Path(outputs["report"]).read_text())
+    assert report["commits"]["base"] == base
+    assert [c["change"] for c in report["policy_changes"]] == ["loosened"]

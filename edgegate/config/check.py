@@ -74,3 +74,11 @@ def check_paths(loaded: LoadedConfig, list_files: Callable[[], list[str]]) -> No
                           value=spec.path,
                           fix=hint + "correct the path or glob (relative to the repository root; "
                                      "'*' also matches '/'), commit the model, or remove the entry")
+
+
+def repository_files(root: Path, git=None) -> list[str]:
+    """The working tree's files: git's tracked and untracked (not ignored) ones, else a walk."""
+    if git is not None and git.is_repo():
+        return git.worktree_files()
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and ".git" not in p.relative_to(root).parts)

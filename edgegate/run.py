@@ -85,12 +85,14 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
             discovery = replace(discovery, jobs=[
                 replace(j, spec=j.spec.model_copy(update={"devices": list(opts.devices)}))
                 for j in discovery.jobs])
+        # names over every changed model, before --only narrows them: a matrix leg names a
+        # model as the whole run does, so the legs' artifacts never overwrite each other
+        discovery = replace(discovery, jobs=unique_names(discovery.jobs))
         if opts.only:
             from edgegate.fanout import select_only
 
             discovery, only = select_only(discovery, opts.only, config)
         _check_devices(loaded, discovery, config, devices)
-        discovery = replace(discovery, jobs=unique_names(discovery.jobs))
         for job in discovery.jobs:
             progress.step(f"{job.path}: gated because " + "; ".join(job.why or (job.change,)))
         ctx = RunContext(config=config, root=root, out_dir=out_dir, devices=devices,

@@ -202,3 +202,30 @@ def test_the_report_says_why_a_data_only_change_was_gated(tmp_path):
     assert model["why"] == ["calibration data changed (data/calibration.npz)",
                             "evaluation data changed (data/evaluation.npz)"]
     assert "**Gated because**: calibration data changed" in (repo / ".edgegate/comment.md").read_text()
+
+
+def test_a_matrix_leg_names_a_model_as_the_full_run_does(tmp_path):
+    """a/tiny.onnx and b/tiny.onnx changed together: 'run --only a@device' (one matrix leg) names
+    the model after its path as the whole run does, so the legs' artifacts never collide."""
+    import json
+    import subprocess
+    import sys
+
+    from tinyrepo import tiny_onnx
+
+    repo, _ = _tiny(tmp_path)
+    (repo / "models/tiny.onnx").unlink()
+    for folder, seed in (("a", 1), ("b", 2)):
+        tiny_onnx(repo / f"models/{folder}/tiny.onnx", seed=seed)
+    (repo / "edgegate.yml").write_text((repo / "edgegate.yml").read_text()
+                                       .replace("models/*.onnx", "models/*/tiny.onnx"))
+    commit_all(repo, "two models, one file name")
+    for folder, seed in (("a", 3), ("b", 4)):
+        tiny_onnx(repo / f"models/{folder}/tiny.onnx", seed=seed)
+    commit_all(repo, "retrain both")
+    proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "--base", "HEAD~1",
+                           "--only", "models/a/tiny.onnx@x86-cpu", "--no-cache", "--baseline", "off"],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    (model,) = json.loads((repo / ".edgegate/report.json").read_text())["models"]
+    assert (model["path"], model["name"]) == ("models/a/tiny.onnx", "models-a-tiny"), proc.stderr

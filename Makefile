@@ -6,7 +6,7 @@ STAMP := $(VENV)/.edgegate-installed
 DEMO ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast benchmarks schemas clean action-image action-test
+.PHONY: install demo test test-fast lint benchmarks schemas clean action-image action-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,29 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The Action as GitHub reads it: action.yml and every workflow (.github/workflows, examples/workflows)
+# parsed as YAML, checked against GitHub's schemas (check-jsonschema), by action-validator and by
+# zizmor (offline; zizmor.yml holds the project's policy). The linters go into their own small venv
+# and node_modules under build/lint (no torch needed); any finding fails the target.
+LINT := build/lint
+LINT_STAMP := $(LINT)/.installed
+LINT_FILES := action.yml $(wildcard .github/workflows/*.yml) $(wildcard examples/workflows/*.yml)
+LINT_PY := zizmor==1.32.0 check-jsonschema==0.39.0 pyyaml==6.0.3
+LINT_NPM := @action-validator/cli@0.6.0
+
+$(LINT_STAMP): Makefile
+	$(PYTHON) -m venv $(LINT)/venv
+	$(LINT)/venv/bin/python -m pip install --quiet --disable-pip-version-check $(LINT_PY)
+	npm install --silent --no-audit --no-fund --prefix $(LINT) $(LINT_NPM)
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(LINT)/venv/bin/python -c 'import sys, yaml; [yaml.safe_load(open(f)) for f in sys.argv[1:]]; print("yaml: %d files parse" % (len(sys.argv) - 1))' $(LINT_FILES)
+	$(LINT)/venv/bin/check-jsonschema --builtin-schema vendor.github-actions action.yml
+	$(LINT)/venv/bin/check-jsonschema --builtin-schema vendor.github-workflows $(filter-out action.yml,$(LINT_FILES))
+	for f in $(LINT_FILES); do $(LINT)/node_modules/.bin/action-validator "$$f" || exit 1; done; echo "action-validator: ok"
+	$(LINT)/venv/bin/zizmor --offline --config zizmor.yml $(LINT_FILES)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/compare_quantize.py

@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Mapping
 
 from edgegate.config.load import LoadedConfig, load_config
 from edgegate.discover import Git, configured_models
-from edgegate.discover.git import Change
+from edgegate.discover.git import MISSING_COMMIT_FIX, Change
 from edgegate.errors import ConfigError, EdgeGateError, GitHubError, InputError
 from edgegate.github.actions_env import (Annotation, Workflow, input_choice, input_list, input_value,
                                          read_event)
@@ -89,18 +89,13 @@ class ActionContext:
 
 
 class PullRequestChanges(Git):
-    """Git for everything but the diff, which comes from the PR files API. The base commit may be
-    missing from a shallow checkout: it is then taken as given by the (trusted) event."""
+    """Git for everything but the diff, which comes from the PR files API. The base commit must
+    be in the clone (``ensure_base`` fetches it): its edgegate.yml and policy set the limits."""
 
     def __init__(self, root: Path, base_sha: str | None, changes: list[Change]):
         super().__init__(root)
         self.base_sha = base_sha
         self._changes = changes
-
-    def rev(self, ref: str) -> str:
-        if ref == self.base_sha:
-            return ref
-        return super().rev(ref)
 
     def changes(self, base: str, head: str) -> list[Change]:
         return list(self._changes)
@@ -214,6 +209,33 @@ class _Run:
             except GitHubError as exc:
                 self.warn(f"could not set commit statuses: {exc.full}")
 
+    def ensure_base(self, git: Git, base: str) -> None:
+        """actions/checkout fetches one commit by default: fetch the base commit too (its tree is
+        enough to diff and to read its edgegate.yml and policy), or stop with exit 2. Never gate
+        with the pull request's own limits because the base commit was not there."""
+        if not git.is_repo() or git.has_commit(base):
+            return
+        self.log(f"the base commit {base[:12]} is not in this clone (shallow checkout): fetching it")
+        if not git.fetch_commit(base):
+            raise ConfigError(f"the base commit {base[:12]} is not in this clone and could not be "
+                              "fetched from origin", value=base, fix=MISSING_COMMIT_FIX)
+
+    def ensure_history(self, git: Git, default_branch: str) -> None:
+        """No base commit from the event (a new branch pushed, a manual run): the base is the
+        merge base with the default branch, which a shallow clone lacks. Deepen until it is
+        found (50, 500 commits, then the whole history)."""
+        if not git.is_repo() or not git.is_shallow():
+            return
+        ref = f"+refs/heads/{default_branch}:refs/remotes/origin/{default_branch}"
+        for depth in (50, 500, None):
+            self.log(f"shallow clone: fetching {'all' if depth is None else depth} more commit(s) "
+                     f"and {default_branch} to find the base commit")
+            if not git.deepen(depth, refs=(ref,)):
+                break
+            head = git.rev("HEAD")
+            if not git.is_shallow() or git.merge_base(f"origin/{default_branch}", head):
+                return
+
     # ------------------------------------------------------------------ modes
     def run_gate_mode(self) -> int:
         from edgegate.github.pulls import changed_files
@@ -227,6 +249,10 @@ class _Run:
         if not pr and self.event_name == "push":
             before = self.event.get("before")
             base = before if before and before != ZERO_SHA else None
+        if base:
+            self.ensure_base(git, base)
+        else:
+            self.ensure_history(git, loaded.config.default_branch)
         source: Git = git
         if number is not None and self.github() is not None:
             try:
@@ -246,7 +272,7 @@ class _Run:
         bundle = write_bundle(out, self.ctx.workspace / self.inputs.bundle, pr_number=number,
                               head_sha=status_sha)
         self.wf.set_output("bundle", bundle)
-        quick = not report.models and not report.errors
+        quick = not report.models and not report.errors and not report.policy_changes
         if quick:
             self.log("no changed model: success")
         self.wf.append_summary((out / "summary.md").read_text(encoding="utf-8"))

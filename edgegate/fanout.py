@@ -10,8 +10,10 @@ same model x device.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+from edgegate.config.check import check_devices, check_paths, repository_files
 from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
 from edgegate.config.schema import Config
 from edgegate.discover import Discovery, Git, ModelJob, discover
@@ -50,8 +52,7 @@ def select_only(discovery: Discovery, pairs: list[str], config: Config) -> tuple
                 raise ConfigError(f"--only: '{model}' is not gated on '{d}'", value=d,
                                   fix="use one of " + ", ".join(allowed))
         ordered = [d for d in allowed if d in devices]
-        jobs.append(ModelJob(job.path, job.spec.model_copy(update={"devices": ordered}),
-                             job.change, job.old_path))
+        jobs.append(replace(job, spec=job.spec.model_copy(update={"devices": ordered})))
     only = [f"{j.path}@{d}" for j in jobs for d in j.spec.devices]
     return Discovery(jobs=jobs, removed=discovery.removed, unchanged=discovery.unchanged,
                      base=discovery.base, head=discovery.head), only
@@ -66,13 +67,15 @@ def plan(loaded: LoadedConfig, git: Git | None, *, base: str | None = None, head
         config = config.model_copy(update={"devices": list(devices)})
     if git is None and not models:
         git = Git(loaded.root)
-    discovery = discover(config, loaded.root, git, base=base, head=head, explicit=models)
     resolved = resolve_devices(policy_stack(loaded, policy))
+    check_devices(loaded, resolved, devices)
+    check_paths(loaded, lambda: repository_files(loaded.root, git))
+    discovery = discover(loaded.config, loaded.root, git, base=base, head=head, explicit=models,
+                         config_file=loaded.source.file if loaded.source.data is not None else None)
     include = []
     for job in discovery.jobs:
         if devices:
-            job = ModelJob(job.path, job.spec.model_copy(update={"devices": list(devices)}),
-                           job.change, job.old_path)
+            job = replace(job, spec=job.spec.model_copy(update={"devices": list(devices)}))
         for d in devices_for(job, config):
             dev = resolved.get(d)
             include.append({"model": job.path, "device": d, "only": f"{job.path}@{d}",

@@ -140,7 +140,7 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
 
     name = model_name(job)
     display = job.path
-    base = dict(path=job.path, name=name, change=job.change, old_path=job.old_path)
+    base = dict(path=job.path, name=name, change=job.change, old_path=job.old_path, why=list(job.why))
     progress = ctx.progress
     workdir = ctx.out_dir / ".work" / slug(name)
     shutil.rmtree(workdir, ignore_errors=True)

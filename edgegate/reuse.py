@@ -6,7 +6,7 @@ repository are carried forward into the report when all their results are in the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgegate.cache import ResultCache, content_sha256, data_hashes, result_key
@@ -60,10 +60,10 @@ def gate_cached(job: ModelJob, ctx: RunContext, use: CacheUse, compute: bool = T
         return None
     fresh = None
     if missing:
-        sub = ModelJob(job.path, job.spec.model_copy(update={"devices": missing}), job.change, job.old_path)
+        sub = replace(job, spec=job.spec.model_copy(update={"devices": missing}))
         fresh = gate_model(sub, ctx)
         if fresh.error is not None:
-            return fresh.model_copy(update={"change": job.change})
+            return fresh.model_copy(update={"change": job.change, "why": list(job.why)})
         for r in fresh.results:
             if d_key := keys.get(r.device):
                 use.cache.put(d_key, fresh, r, ctx.out_dir, use.commit, use.created_at)
@@ -84,7 +84,7 @@ def gate_cached(job: ModelJob, ctx: RunContext, use: CacheUse, compute: bool = T
     else:
         first = hits[devices[0]].model
         base = {**{k: v for k, v in first.items()}, "path": job.path, "name": name,
-                "change": job.change, "old_path": job.old_path}
+                "change": job.change, "old_path": job.old_path, "why": list(job.why)}
     report = ModelReport(**{**base, "results": results})
     return report.model_copy(update={"status": model_status(report)})
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from edgegate import __version__
-from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
-from edgegate.discover import Discovery, Git, discover
+from edgegate.config.check import check_devices, check_paths, repository_files
+from edgegate.config.load import LoadedConfig, ResolvedDevice, policy_stack, resolve_devices
+from edgegate.discover import Discovery, Git, discover, spec_for
 from edgegate.errors import ConfigError, EdgeGateError, describe
 from edgegate.baseline import base_results
 from edgegate.cache import ResultCache, default_cache_dir
@@ -65,14 +65,12 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
             config = config.model_copy(update={"devices": list(opts.devices)})
         if git is None and not opts.models:
             git = Git(root)
-        discovery = discover(config, root, git, base=opts.base, head=opts.head,
-                             explicit=opts.models)
-        if opts.devices:
-            discovery = Discovery(
-                jobs=[j.__class__(j.path, j.spec.model_copy(update={"devices": list(opts.devices)}),
-                                  j.change, j.old_path) for j in discovery.jobs],
-                removed=discovery.removed, unchanged=discovery.unchanged,
-                base=discovery.base, head=discovery.head)
+        check_devices(loaded, devices, opts.devices)
+        check_paths(loaded, lambda: repository_files(root, git))
+        # the configuration as written (a --device override is not an edgegate.yml change)
+        discovery = discover(loaded.config, root, git, base=opts.base, head=opts.head,
+                             explicit=opts.models,
+                             config_file=loaded.source.file if loaded.source.data is not None else None)
         from edgegate.policy.integrity import resolve_policy
 
         base_sha = discovery.base or (git.rev(opts.base) if git is not None and opts.base else None)
@@ -80,12 +78,23 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
         devices, policy_files, policy_changes = resolution.devices, resolution.files, resolution.changes
         for note in resolution.notes:
             progress.step(f"policy: {note}")
+        if resolution.base_devices is not None and not opts.models:
+            discovery = discovery.regate(_policy_reasons(discovery, config, devices,
+                                                         resolution.base_devices), config)
+        if opts.devices:
+            discovery = replace(discovery, jobs=[
+                replace(j, spec=j.spec.model_copy(update={"devices": list(opts.devices)}))
+                for j in discovery.jobs])
+        # names over every changed model, before --only narrows them: a matrix leg names a
+        # model as the whole run does, so the legs' artifacts never overwrite each other
+        discovery = replace(discovery, jobs=unique_names(discovery.jobs))
         if opts.only:
             from edgegate.fanout import select_only
 
             discovery, only = select_only(discovery, opts.only, config)
         _check_devices(loaded, discovery, config, devices)
-        discovery = dataclasses.replace(discovery, jobs=unique_names(discovery.jobs))
+        for job in discovery.jobs:
+            progress.step(f"{job.path}: gated because " + "; ".join(job.why or (job.change,)))
         ctx = RunContext(config=config, root=root, out_dir=out_dir, devices=devices,
                          progress=progress, keep_workdir=opts.keep_workdir)
         use = _cache_use(config, root, out_dir, opts, discovery, clock)
@@ -102,7 +111,7 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
         if use.cache is not None and discovery.unchanged:
             carried = carry_forward(discovery.unchanged, config, ctx, use)
     except EdgeGateError as exc:
-        progress.warn(exc.message)
+        progress.warn(exc.full)
         errors.append(ErrorInfo(**describe(exc)))
     disk = _disk_usage(out_dir, ctx, opts.keep_workdir)
     report = Report(edgegate_version=__version__, created_at=clock(),
@@ -116,6 +125,25 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     write_report(report, out_dir / "report.json")
     write_rendered(report, out_dir)
     return report
+
+
+def _policy_reasons(discovery: Discovery, config, applied: dict[str, ResolvedDevice],
+                    base: dict[str, ResolvedDevice]) -> dict[str, list[str]]:
+    """Unchanged models whose devices are gated with other limits or settings than on the base
+    commit (a refused loosening applies the base limits: no change, no re-gate)."""
+    reasons: dict[str, list[str]] = {}
+    for model in discovery.unchanged:
+        spec = spec_for(config, model)
+        if spec is None:
+            continue
+        why = []
+        for d in spec.devices or config.devices:
+            now, then = applied.get(d), base.get(d)
+            if then is None or now is None or now.profile != then.profile:
+                where = ", ".join(now.sources[1:] or now.sources) if now else "the policy"
+                why.append(f"policy for {d} changed ({where})")
+        reasons[model] = why
+    return reasons
 
 
 def _disk_usage(out_dir: Path, ctx: RunContext | None, keep_workdir: bool) -> DiskUsage:

@@ -75,6 +75,8 @@ def run_action(workspace: Path, fake: FakeGitHub, tmp: Path, event_name: str, ev
            "GITHUB_RUN_ID": "4242", "GITHUB_OUTPUT": str(files / "output"),
            "GITHUB_STEP_SUMMARY": str(files / "summary"), "INPUT_GITHUB-TOKEN": token,
            "EDGEGATE_GITHUB_THROTTLE_S": "0", "EDGEGATE_GITHUB_RETRY_BASE_S": "0.05"}
+    if os.environ.get("PYTHONPATH"):     # the package under test, not another installed copy
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     if event_name == "release":
         env["GITHUB_REF"] = f"refs/tags/{event['release']['tag_name']}"
     for key, value in inputs.items():
@@ -266,3 +268,64 @@ def test_release_uploads_assets_and_rerun_replaces(model_repo, fake, tmp_path):
     assert set(again) == set(first) and len(fake.state.releases) == 1
     assert all(again[n]["id"] != first[n]["id"] for n in first)
     assert again[name]["sha256"] == model["sha256"]
+
+
+# ------------------------------------------------------------------ a shallow checkout (depth 1)
+
+
+def _loosening_pr(tmp_path, fake, number: int) -> tuple[Path, str, str, Path]:
+    """A repository whose PR raises max_accuracy_drop_pp from 1 to 50, and a depth-1 clone of
+    the PR's head: what actions/checkout gives by default."""
+    from tinyrepo import TINY_POLICY, tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "policy.yml").write_text(TINY_POLICY.format(drop=50))
+    head = commit_all(repo, "loosen the accuracy limit")
+    fake.add_pull(number, head, base, pr_files(repo, base, head))
+    clone = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    assert git(clone, "rev-parse", "--is-shallow-repository").strip() == "true"
+    assert subprocess.run(["git", "cat-file", "-e", f"{base}^{{commit}}"], cwd=clone).returncode != 0
+    return repo, base, head, clone
+
+
+def test_shallow_checkout_fetches_the_base_and_applies_its_limits(fake, tmp_path):
+    _, base, head, clone = _loosening_pr(tmp_path, fake, 21)
+    proc, outputs, _ = run_action(clone, fake, tmp_path, "pull_request", pull_request_event(fake, 21))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log
+    assert "not in this clone (shallow checkout): fetching it" in log
+    assert "first configuration" not in log
+    assert git(clone, "cat-file", "-t", base).strip() == "commit"
+    report = json.loads(Path(outputs["report"]).read_text())
+    (change,) = report["policy_changes"]
+    assert (change["limit"], change["old"], change["new"], change["change"], change["allowed"]) == \
+        ("max_accuracy_drop_pp", 1.0, 50.0, "loosened", False)
+    assert f"policy.yml@{base[:7]}" in report["policy_files"]        # the base limits applied
+    assert report["commits"] == {"base": base, "head": head} and outputs["verdict"] == "failed"
+    assert fake.statuses_for(head)["edgegate/x86-cpu"]["state"] == "failure"
+    assert "loosens policy limits" in fake.comments_on(21)[0]["body"]
+
+
+def test_shallow_checkout_without_the_base_stops_with_the_fix(fake, tmp_path):
+    _, base, _, clone = _loosening_pr(tmp_path, fake, 22)
+    git(clone, "remote", "set-url", "origin", f"file://{tmp_path}/gone")      # cannot fetch
+    proc, outputs, _ = run_action(clone, fake, tmp_path, "pull_request", pull_request_event(fake, 22))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"::error::the base commit {base[:12]} is not in this clone" in proc.stdout
+    assert "set fetch-depth: 0 on actions/checkout" in proc.stdout
+    assert "verdict" not in outputs                  # nothing was gated with the PR's own limits
+
+
+def test_shallow_push_without_a_before_commit_deepens_to_find_the_base(fake, tmp_path):
+    _, base, head, clone = _loosening_pr(tmp_path, fake, 23)
+    event = {"ref": "refs/heads/main", "before": "0" * 40, "after": head,
+             "repository": {"full_name": fake.state.repo, "default_branch": "main"}}
+    proc, outputs, _ = run_action(clone, fake, tmp_path, "push", event)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log
+    assert "shallow clone: fetching 50 more commit(s) and main" in log
+    report = json.loads(Path(outputs["report"]).read_text())
+    assert report["commits"]["base"] == base
+    assert [c["change"] for c in report["policy_changes"]] == ["loosened"]

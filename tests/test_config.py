@@ -150,3 +150,88 @@ def test_builtin_profiles_are_valid_and_name_targets():
     assert "x86-cpu" in devices
     for device in devices.values():
         assert device.target
+
+
+# ------------------------------------------------------------------ nothing passes silently (exit 2)
+
+
+def _edgegate(repo, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", *args], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_an_unknown_device_on_the_command_line_exits_2_with_did_you_mean(tmp_path):
+    from tinyrepo import tiny_repo
+
+    proc = _edgegate(tiny_repo(tmp_path), "models/tiny.onnx", "--device", "rpi4", "--no-cache")
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown device 'rpi4'" in proc.stderr and "raspberry-pi-4" in proc.stderr
+    assert "valid ids:" in proc.stderr and "x86-cpu" in proc.stderr
+    assert "compiling" not in proc.stderr
+    import subprocess
+    import sys
+
+    plan = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "plan", "--device", "rpi4"],
+                          cwd=tmp_path / "tiny", capture_output=True, text=True, timeout=300)
+    assert plan.returncode == 2 and "unknown device 'rpi4'" in plan.stderr, plan.stderr
+
+
+def test_an_unknown_device_in_edgegate_yml_names_the_line_and_suggests(tmp_path):
+    from tinyrepo import tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    text = (repo / "edgegate.yml").read_text().replace("[x86-cpu]", "[x86-cpu, raspbery-pi-4]")
+    (repo / "edgegate.yml").write_text(text)
+    proc = _edgegate(repo, "--no-cache")
+    assert proc.returncode == 2, proc.stderr
+    assert "edgegate.yml:6: field 'models.0.devices.1': unknown device 'raspbery-pi-4'" in proc.stderr
+    assert "did you mean 'raspberry-pi-4'?" in proc.stderr
+
+
+def test_a_path_that_matches_no_file_exits_2_with_did_you_mean(tmp_path):
+    from tinyrepo import tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    (repo / "edgegate.yml").write_text((repo / "edgegate.yml").read_text()
+                                       .replace("models/*.onnx", "models/tiny.onx"))
+    proc = _edgegate(repo, "--no-cache")
+    assert proc.returncode == 2, proc.stderr
+    assert "edgegate.yml:3: field 'models.0.path': 'path' matches no file" in proc.stderr
+    assert "did you mean 'models/tiny.onnx'?" in proc.stderr
+
+
+def test_a_base_commit_missing_from_a_shallow_clone_exits_2_with_the_fix(tmp_path):
+    from conftest import commit_all, git
+    from tinyrepo import tiny_onnx, tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    base = git(repo, "rev-parse", "HEAD").strip()
+    tiny_onnx(repo / "models/tiny.onnx", seed=2)
+    commit_all(repo, "retrain")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    proc = _edgegate(clone, "--base", base, "--no-cache")
+    assert proc.returncode == 2, proc.stderr
+    assert "does not name a commit in this clone (this clone is shallow)" in proc.stderr
+    assert "set fetch-depth: 0 on actions/checkout" in proc.stderr
+
+
+def test_a_device_override_is_not_an_edgegate_yml_change(tmp_path):
+    import json
+
+    from conftest import commit_all
+    from tinyrepo import tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    (repo / "edgegate.yml").write_text((repo / "edgegate.yml").read_text()
+                                       .replace("    devices: [x86-cpu]\n", ""))   # inherits x86-cpu
+    commit_all(repo, "devices from the top level")
+    (repo / "README.md").write_text("docs\n")
+    commit_all(repo, "docs only")
+    proc = _edgegate(repo, "--base", "HEAD~1", "--device", "android", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((repo / ".edgegate/report.json").read_text())
+    assert report["models"] == [] and report["unchanged"] == ["models/tiny.onnx"]

@@ -96,3 +96,136 @@ def test_framework_detection(tmp_path):
     with pytest.raises(InputError) as err:
         detect_framework(tmp_path / "a.zip", "a.zip")
     assert "framework" in err.value.fix
+
+
+# ------------------------------------------------------------------ re-gated: why (tiny model, no compile)
+
+
+def _tiny(tmp_path):
+    from tinyrepo import tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    return repo, git(repo, "rev-parse", "HEAD").strip()
+
+
+def _found(repo, base):
+    loaded = load_config(repo / "edgegate.yml")
+    return discover(loaded.config, repo, Git(repo), base=base, config_file="edgegate.yml")
+
+
+def test_a_data_only_change_regates_the_model_and_says_why(tmp_path):
+    from tinyrepo import write_data
+
+    repo, base = _tiny(tmp_path)
+    write_data(repo, seed=5)                       # new calibration and evaluation samples
+    commit_all(repo, "new data")
+    found = _found(repo, base)
+    (job,) = found.jobs
+    assert (job.path, job.change) == ("models/tiny.onnx", "regated")
+    assert job.why == ("calibration data changed (data/calibration.npz)",
+                       "evaluation data changed (data/evaluation.npz)")
+    assert found.unchanged == []
+
+
+def test_an_edgegate_yml_entry_change_regates_the_model(tmp_path):
+    repo, base = _tiny(tmp_path)
+    text = (repo / "edgegate.yml").read_text()
+    (repo / "edgegate.yml").write_text(text.replace("devices: [x86-cpu]", "devices: [x86-cpu, android]")
+                                       .replace("search_time_s: 2", "search_time_s: 3"))
+    commit_all(repo, "another device, a longer search")
+    (job,) = _found(repo, base).jobs
+    assert job.why == ("edgegate.yml entry changed: devices, quantization",)
+    # an unrelated edit (a comment) re-gates nothing
+    (repo / "edgegate.yml").write_text((repo / "edgegate.yml").read_text() + "# a note\n")
+    head2 = commit_all(repo, "comment")
+    assert _found(repo, git(repo, "rev-parse", f"{head2}~1").strip()).jobs == []
+
+
+def test_the_first_commit_gates_every_configured_model(tmp_path):
+    repo, first = _tiny(tmp_path)
+    loaded = load_config(repo / "edgegate.yml")
+    found = discover(loaded.config, repo, Git(repo), config_file="edgegate.yml")
+    assert found.base is None and found.head == first
+    (job,) = found.jobs
+    assert job.path == "models/tiny.onnx" and "first commit" in job.why[0]
+
+
+def test_a_shallow_clone_is_never_taken_for_a_first_commit(tmp_path):
+    from tinyrepo import tiny_onnx
+
+    repo, _ = _tiny(tmp_path)
+    tiny_onnx(repo / "models/tiny.onnx", seed=3)
+    commit_all(repo, "retrain")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    git(clone, "update-ref", "-d", "refs/remotes/origin/main")
+    git(clone, "update-ref", "-d", "refs/remotes/origin/HEAD")
+    loaded = load_config(clone / "edgegate.yml")
+    with pytest.raises(ConfigError) as err:
+        discover(loaded.config, clone, Git(clone), config_file="edgegate.yml")
+    assert "shallow" in err.value.message and "fetch-depth: 0" in err.value.fix
+
+
+def test_a_tightened_policy_regates_and_a_refused_loosening_does_not(tmp_path):
+    from edgegate.policy.integrity import resolve_policy
+    from edgegate.run import _policy_reasons
+    from tinyrepo import TINY_POLICY
+
+    for drop, expect in ((0.5, ["policy for x86-cpu changed (policy.yml)"]), (5.0, [])):
+        repo, base = _tiny(tmp_path / str(drop))
+        (repo / "policy.yml").write_text(TINY_POLICY.format(drop=drop))
+        commit_all(repo, "policy")
+        loaded = load_config(repo / "edgegate.yml")
+        found = _found(repo, base)
+        assert found.jobs == [] and found.unchanged == ["models/tiny.onnx"]
+        res = resolve_policy(loaded, None, Git(repo), base)
+        assert _policy_reasons(found, loaded.config, res.devices, res.base_devices) == \
+            {"models/tiny.onnx": expect}
+
+
+def test_the_report_says_why_a_data_only_change_was_gated(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tinyrepo import write_data
+
+    repo, _ = _tiny(tmp_path)
+    write_data(repo, seed=6)
+    commit_all(repo, "new evaluation data")
+    proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "--base", "HEAD~1",
+                           "--no-cache", "--baseline", "off"], cwd=repo, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    (model,) = json.loads((repo / ".edgegate/report.json").read_text())["models"]
+    assert model["change"] == "regated" and model["results"], proc.stderr
+    assert model["why"] == ["calibration data changed (data/calibration.npz)",
+                            "evaluation data changed (data/evaluation.npz)"]
+    assert "**Gated because**: calibration data changed" in (repo / ".edgegate/comment.md").read_text()
+
+
+def test_a_matrix_leg_names_a_model_as_the_full_run_does(tmp_path):
+    """a/tiny.onnx and b/tiny.onnx changed together: 'run --only a@device' (one matrix leg) names
+    the model after its path as the whole run does, so the legs' artifacts never collide."""
+    import json
+    import subprocess
+    import sys
+
+    from tinyrepo import tiny_onnx
+
+    repo, _ = _tiny(tmp_path)
+    (repo / "models/tiny.onnx").unlink()
+    for folder, seed in (("a", 1), ("b", 2)):
+        tiny_onnx(repo / f"models/{folder}/tiny.onnx", seed=seed)
+    (repo / "edgegate.yml").write_text((repo / "edgegate.yml").read_text()
+                                       .replace("models/*.onnx", "models/*/tiny.onnx"))
+    commit_all(repo, "two models, one file name")
+    for folder, seed in (("a", 3), ("b", 4)):
+        tiny_onnx(repo / f"models/{folder}/tiny.onnx", seed=seed)
+    commit_all(repo, "retrain both")
+    proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "--base", "HEAD~1",
+                           "--only", "models/a/tiny.onnx@x86-cpu", "--no-cache", "--baseline", "off"],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr
+    (model,) = json.loads((repo / ".edgegate/report.json").read_text())["models"]
+    assert (model["path"], model["name"]) == ("models/a/tiny.onnx", "models-a-tiny"), proc.stderr

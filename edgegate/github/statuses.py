@@ -55,12 +55,21 @@ def statuses_for(report: Report, devices: list[str] | None = None) -> list[Statu
         for result in model.results:
             per_device.setdefault(result.device, []).append(
                 (STATE[result.status], _result_text(model.name, result)))
+    refused: dict[str, list[str]] = {}
+    for c in report.policy_changes:
+        if c.change == "loosened" and not c.allowed:
+            refused.setdefault(c.device, []).append(c.limit)
     lines = []
-    for device in sorted(set(per_device) | set(devices or [])):
+    for device in sorted(set(per_device) | set(devices or []) | set(refused)):
         rows = per_device.get(device, [])
         if report.errors:
             state = "error"
             text = f"configuration error: {report.errors[0].message}"
+        elif device in refused:
+            # the run fails on it: a required check must not say success
+            state = "failure"
+            text = ("the pull request loosens " + ", ".join(refused[device]) +
+                    " (not allowed by the base commit's edgegate.yml)")
         elif not rows:
             state, text = "success", "no changed model to gate"
         else:

@@ -18,7 +18,8 @@ from edgegate.config.load import (LoadedConfig, ResolvedDevice, _validate, built
 from edgegate.config.policy_schema import LIMITS, PolicyFile
 from edgegate.config.schema import Config
 from edgegate.config.yamlfile import load_yaml_text
-from edgegate.discover.git import Git
+from edgegate.discover.git import MISSING_COMMIT_FIX, Git
+from edgegate.errors import ConfigError
 from edgegate.report.model import PolicyChange
 
 _DECISION_STRICTNESS = {"ci95_lower": 0, None: 1, "measured": 1, "ci95_upper": 2}
@@ -31,14 +32,12 @@ class PolicyResolution:
     changes: list[PolicyChange] = field(default_factory=list)
     base_config: Config | None = None
     notes: list[str] = field(default_factory=list)
+    base_devices: dict[str, ResolvedDevice] | None = None   # None: no base commit configuration
 
 
 def show_at(git: Git, commit: str, path: str) -> str | None:
     """The text of ``path`` (relative to the git client's folder) at ``commit``, or None."""
-    spec = f"{commit}:./{path}"
-    if git.run("cat-file", "-t", spec, check=False).strip() != "blob":
-        return None
-    return git.run("show", spec)
+    return git.show(commit, path)
 
 
 def resolve_policy(loaded: LoadedConfig, override: str | Path | None, git: Git | None,
@@ -50,6 +49,10 @@ def resolve_policy(loaded: LoadedConfig, override: str | Path | None, git: Git |
     if git is None or base is None or loaded.source.data is None or not git.is_repo():
         return PolicyResolution(head, head_files)
     config_file = loaded.source.file
+    if not git.has_commit(base):
+        # a shallow clone: never mistake a commit that is not here for a first configuration
+        raise ConfigError(f"the base commit {base[:12]} is not in this clone: the limits it sets "
+                          "cannot be read", value=base, fix=MISSING_COMMIT_FIX)
     text = show_at(git, base, config_file)
     if text is None:
         return PolicyResolution(head, head_files, notes=[
@@ -78,8 +81,8 @@ def resolve_policy(loaded: LoadedConfig, override: str | Path | None, git: Git |
         files = [doc.file for _, doc in base_stack]
         notes.append("limits were loosened without allow_policy_changes on the base commit: "
                      "the base commit's limits were applied")
-        return PolicyResolution(effective, files, changes, base_config, notes)
-    return PolicyResolution(head, head_files, changes, base_config, notes)
+        return PolicyResolution(effective, files, changes, base_config, notes, base_devices)
+    return PolicyResolution(head, head_files, changes, base_config, notes, base_devices)
 
 
 def diff_limits(base: dict[str, ResolvedDevice], head: dict[str, ResolvedDevice],

@@ -185,6 +185,7 @@ class ModelReport(_Record):
     export: str | None = None
     change: str = "explicit"
     old_path: str | None = None
+    why: list[str] = Field(default_factory=list)   # what changed base..head that re-gates it
     status: Literal["passed", "failed", "error"] = "passed"
     error: ErrorInfo | None = None
     info: dict[str, Any] = Field(default_factory=dict)

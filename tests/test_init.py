@@ -267,3 +267,12 @@ def test_init_then_run_ends_with_a_verdict_without_editing_anything(tmp_path, di
     (result,) = report["models"][0]["results"]
     assert result["device"] == "x86-cpu" and result["status"] in ("passed", "failed")
     assert result["metrics"]["accuracy_drop_pp"] is not None        # labelled evaluation was used
+
+
+def test_a_gitignore_that_hides_the_policy_is_pointed_out(tmp_path):
+    repo = new_repo(tmp_path)
+    (repo / ".gitignore").write_text("/.edgegate/")              # no newline at the end
+    proc = edgegate("init", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / ".gitignore").read_text().startswith("/.edgegate/\n\n# EdgeGate run outputs")
+    assert "note: .gitignore ignores .edgegate/policy.yml, which is meant to be committed" in proc.stdout

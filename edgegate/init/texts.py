@@ -124,8 +124,8 @@ def config_text(models: list[tuple[FoundModel, DataChoice]], devices: list[str],
                 other_devices: list[str]) -> str:
     lines = [
         "# EdgeGate configuration, written by `edgegate init`: which models to gate, with which data,",
-        "# on which devices. Every key is described in EdgeGate's README (Configuration); editors",
-        "# complete keys from schemas/edgegate.schema.json (`edgegate schema` writes it).",
+        "# on which devices. Every key is described in EdgeGate's README (Configuration);",
+        "# `edgegate schema --out DIR` writes the JSON schema editors complete the keys from.",
     ]
     if models:
         lines.append(f"# Try it now: edgegate run {scalar(first_ready([m for m, _ in models]).path)}")

@@ -8,13 +8,16 @@ appended to. Everything written is loaded back with the project's own loaders be
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgegate.config.load import builtin_profiles, load_config, load_policy, resolve_devices
+from edgegate.config.check import check_devices
+from edgegate.config.load import (LoadedConfig, builtin_profiles, load_config, load_policy,
+                                  resolve_devices)
+from edgegate.config.schema import Config
+from edgegate.config.yamlfile import Sourced
 from edgegate.discover.git import Git
-from edgegate.errors import ConfigError, EdgeGateError, InputError, InternalError
+from edgegate.errors import EdgeGateError, InputError, InternalError
 from edgegate.init.found import FoundModel, choose_data, find_models, read_data_files, repo_files
 from edgegate.init.texts import (CONFIG, GITIGNORE_LINES, POLICY, WORKFLOW, config_text, policy_text,
                                  workflow_text)
@@ -41,12 +44,7 @@ def init_repo(root: str | Path, *, force: bool = False, devices: list[str] | Non
                          fix="create it, or pass the repository's folder: edgegate init DIR")
     profiles = resolve_devices(builtin_profiles())
     devices = list(dict.fromkeys(devices or ["x86-cpu"]))
-    for device in devices:
-        if device not in profiles:
-            close = difflib.get_close_matches(device, list(profiles), n=1)
-            raise ConfigError(f"unknown device '{device}'", field="--device", value=device,
-                              fix=(f"did you mean '{close[0]}'? " if close else "")
-                              + "built-in devices: " + ", ".join(profiles))
+    check_devices(LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), root), profiles, devices)
     git = git or Git(root)
     in_repo = git.is_repo()
     files = repo_files(root, git if in_repo else None)

@@ -60,8 +60,7 @@ def repo_files(root: Path, git: Git | None) -> list[str]:
     repository, else a walk that skips hidden folders, virtualenvs and node_modules. Hidden
     folders (the run outputs in .edgegate/ among them) are never searched."""
     if git is not None and git.is_repo():
-        out = git.run("ls-files", "-z", "--cached", "--others", "--exclude-standard")
-        paths = [p for p in out.split("\0") if p]
+        paths = git.worktree_files()
         return sorted(p for p in paths if not any(_skipped_dir(part) for part in p.split("/")[:-1])
                       and (root / p).is_file())
     files = []

@@ -10,9 +10,13 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
+	# the distribution was called `edgegate` before it became `edgegate-ci` (and PyPI's `edgegate`
+	# is another project's): an old install would own the same package and CLI, so it goes first
+	$(PY) -m pip uninstall --quiet --yes edgegate 2>/dev/null || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all,test]"
-	# onnx2tf imports tf_keras without declaring it; tf-keras declares `tensorflow`, which
-	# tensorflow-cpu provides, so it is installed without its dependencies.
+	# onnx2tf imports tf_keras; tf-keras requires the `tensorflow` distribution, and on Linux x86-64
+	# the extras install tensorflow-cpu instead (see pyproject.toml), so it is installed here
+	# without its dependencies.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps tf-keras==2.21.0
 	touch $(STAMP)
 

@@ -23,7 +23,7 @@ def requirements(pyproject: str, extras: list[str]) -> list[str]:
             return
         seen.add(extra)
         for req in optional[extra]:
-            nested = re.fullmatch(r"edgegate\[(.+)\]", req.replace(" ", ""))
+            nested = re.fullmatch(r"edgegate-ci\[(.+)\]", req.replace(" ", ""))
             if nested:
                 for name in nested.group(1).split(","):
                     add(name)

@@ -38,8 +38,8 @@ main()
 """
 
 
-def run_blocked(*args, cwd=None):
-    code = BOOT.format(blocked=BLOCKED, args=list(args))
+def run_blocked(*args, cwd=None, blocked=BLOCKED):
+    code = BOOT.format(blocked=blocked, args=list(args))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
 
 
@@ -57,7 +57,24 @@ def test_targets_reports_missing_frameworks_with_install_hints():
     data = json.loads(proc.stdout)
     by_id = {t["id"]: t for t in data["targets"]}
     assert by_id["tflite"]["can_compile"] is False
-    assert "edgegate[tflite]" in by_id["tflite"]["install"]
+    assert 'pip install "edgegate-ci[tflite]"' in by_id["tflite"]["install"]
+
+
+def test_targets_checks_the_modules_onnx2tf_imports():
+    """onnx2tf imports tf_keras without declaring it: without it tflite (and coreml, which converts
+    ONNX through onnx2tf) are not available, and the hint is the command that installs it here."""
+    import platform
+
+    proc = run_blocked("targets", "--json", blocked=["tf_keras"])
+    by_id = {t["id"]: t for t in json.loads(proc.stdout)["targets"]}
+    for target in ("tflite", "coreml"):
+        assert by_id[target]["can_compile"] is False
+        assert "tf_keras" in by_id[target]["reason"]
+    if sys.platform.startswith("linux") and platform.machine() == "x86_64":
+        assert by_id["tflite"]["install"].startswith('pip install --no-deps "tf-keras')
+    else:
+        assert by_id["tflite"]["install"] == 'pip install "edgegate-ci[tflite]"'
+    assert by_id["onnxruntime"]["can_measure"] is True
 
 
 def test_check_needs_no_framework():

@@ -12,7 +12,7 @@ def run_cli(*args, cwd=None):
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for command in ("run", "check", "render", "targets"):
+    for command in ("init", "run", "check", "render", "targets"):
         assert command in proc.stdout
 
 

@@ -57,7 +57,7 @@ def test_none_meets_the_policy_the_fewest_violations_is_reported():
 
 def test_an_unavailable_candidate_leaves_the_other():
     skipped = DeviceResult(device="box", target="openvino", status="skipped",
-                           reason="not installed: openvino; install with pip install 'edgegate[openvino]'")
+                           reason="not installed: openvino; install with pip install \"edgegate-ci[openvino]\"")
     ort = result("onnxruntime")
     chosen, why, _ = choose([skipped, ort], "openvino", never)
     assert chosen is ort and "openvino" in why

@@ -1,4 +1,4 @@
-"""edgegate run | check | render | targets | schema. Only this layer turns errors into exit codes."""
+"""edgegate init | run | check | render | targets | schema | ... Only this layer turns errors into exit codes."""
 
 from __future__ import annotations
 
@@ -269,6 +269,46 @@ def targets(as_json) -> None:
     from edgegate.cli.targets import targets_listing
 
     click.echo(targets_listing(as_json))
+
+
+@cli.command()
+@click.argument("directory", default=".", required=False, metavar="[DIR]")
+@click.option("--force", is_flag=True, help="overwrite files that exist (.gitignore is only appended to)")
+@click.option("--device", "devices", multiple=True,
+              help="the devices to gate on (repeatable; default x86-cpu; `edgegate targets` lists them)")
+def init(directory, force, devices) -> None:
+    """Write edgegate.yml, a policy stub, the GitHub workflow and .gitignore lines for DIR (default:
+    here), from the models and data files found in it. Existing files are kept unless --force."""
+    from edgegate.init import init_repo
+    from edgegate.init.texts import describe_inputs, first_ready
+
+    try:
+        result = init_repo(Path(directory), force=force, devices=list(devices) or None)
+    except EdgeGateError as exc:
+        _fail(exc)
+        return
+    count = len(result.models)
+    click.echo(f"found {count} model{'' if count == 1 else 's'}" + (":" if count else ""))
+    for model in result.models:
+        click.echo(f"  {model.path}  ({model.framework}; {describe_inputs(model)})")
+        for data in result.data[model.path]:
+            click.echo(f"      data: {data}")
+    for name in result.written:
+        click.echo(f"wrote:   {name}")
+    if result.gitignore:
+        click.echo(f"added to .gitignore: {'  '.join(result.gitignore)}")
+    for name in result.skipped:
+        click.echo(f"skipped: {name} (exists; --force overwrites it)")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    changed = [*result.written, *([".gitignore"] if result.gitignore else [])]
+    cd = "" if result.root.resolve() == Path.cwd().resolve() else f"cd {result.root} && "
+    click.echo("next:")
+    if result.models:
+        click.echo(f"  {cd}edgegate run {first_ready(result.models).path}    # gate it here, now")
+    if changed:
+        click.echo(f"  {cd}git add {' '.join(changed)} && git commit -m 'EdgeGate'")
+    click.echo("  then every pull request that changes a model is gated by the workflow")
 
 
 @cli.command()

@@ -10,7 +10,7 @@ import platform
 from dataclasses import dataclass
 from importlib import import_module
 
-from edgegate._deps import available
+from edgegate._deps import available, install_hint
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,18 @@ class TargetEntry:
     measure_modules: tuple[str, ...] = ()   # needed to run/measure, not to compile
 
 
+# What onnx2tf (targets/onnx_to_tf.py, shared by tflite and coreml) imports: it imports tf_keras and
+# sng4onnx without declaring them.
+ONNX_TO_TF = ("onnx2tf", "tensorflow", "tf_keras", "onnx_graphsurgeon", "sng4onnx")
+
 TARGETS: dict[str, TargetEntry] = {
     "onnxruntime": TargetEntry("onnxruntime", "edgegate.targets.onnxruntime:OnnxRuntimeTarget",
                                None, ("onnxruntime",), "any CPU (ONNX Runtime CPU execution provider)"),
     "tflite": TargetEntry("tflite", "edgegate.targets.tflite:TFLiteTarget", "tflite",
-                          ("onnx2tf", "tensorflow", "ai_edge_litert"),
+                          ONNX_TO_TF + ("ai_edge_litert",),
                           "any CPU (LiteRT interpreter with XNNPACK)"),
     "coreml": TargetEntry("coreml", "edgegate.targets.coreml:CoreMLTarget", "coreml",
-                          ("coremltools",), "macOS for prediction; builds anywhere",
+                          ("coremltools",) + ONNX_TO_TF, "macOS for prediction; builds anywhere",
                           needs_macos=True),
     "tensorrt": TargetEntry("tensorrt", "edgegate.targets.tensorrt:TensorRTTarget", "tensorrt",
                             ("onnxruntime",), "an NVIDIA CUDA device with TensorRT", needs_cuda=True,
@@ -54,10 +58,9 @@ class Availability:
 def availability(target_id: str) -> Availability:
     entry = TARGETS[target_id]
     missing = [m for m in entry.modules if not available(m)]
-    hint = f"pip install 'edgegate[{entry.extra}]'" if entry.extra else None
     if missing:
         return Availability(target_id, False, False,
-                            f"not installed: {', '.join(missing)}", hint)
+                            f"not installed: {', '.join(missing)}", install_hint(entry.extra, missing))
     if entry.needs_macos and platform.system() != "Darwin":
         return Availability(target_id, True, False,
                             "builds and validates here; prediction needs macOS", None)
@@ -68,7 +71,8 @@ def availability(target_id: str) -> Availability:
     missing = [m for m in entry.measure_modules if not available(m)]
     if missing:
         return Availability(target_id, True, False,
-                            f"builds here; measuring needs {', '.join(missing)}", hint)
+                            f"builds here; measuring needs {', '.join(missing)}",
+                            install_hint(entry.extra, missing))
     return Availability(target_id, True, True, entry.runs_on, None)
 
 

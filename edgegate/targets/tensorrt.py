@@ -85,12 +85,12 @@ def check_trt_qdq(path: Path, display: str) -> dict:
 
 def cuda_ready() -> tuple[bool, str]:
     from edgegate.targets import _has_cuda
-    from edgegate._deps import available
+    from edgegate._deps import available, install_hint
 
     if not _has_cuda():
         return False, "no CUDA device on this machine (nvidia-smi finds none)"
     if not available("tensorrt"):
-        return False, "TensorRT is not installed (pip install 'edgegate[tensorrt]', or JetPack)"
+        return False, f"TensorRT is not installed ({install_hint('tensorrt')}, or JetPack)"
     if not available("torch"):
         return False, "torch (with CUDA) is needed for the engine's device buffers"
     return True, ""

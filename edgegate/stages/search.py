@@ -2,24 +2,32 @@
 
 Levels (QuantizationSpec.level):
 - conservative: FP16 and dynamic INT8 (weights INT8, activations quantized at run time) are
-  measured against FP32; the fastest that meets the budget ships, FP32 when none is faster.
-- balanced (default): static INT8; when all-INT8 misses the budget, other calibration methods
-  and weight granularities are tried, then the layers the blame table ranks worst are kept in
-  float one by one until the budget is met; finally every remaining INT8 layer whose
-  quantization measurably slows the target is put back in float.
+  measured against FP32; the fastest that meets the budget ships, else the FP32 floor.
+- balanced (default), in this order: static INT8 with the activation type measured; weight
+  granularity; when all-INT8 misses the budget, other calibration methods, then the layers the
+  blame table ranks worst kept in float one by one until the budget is met; the speed passes
+  (stages/speed_pass.py): each op class (depthwise Conv, pointwise Conv, MatMul, ...) whose INT8
+  measurably slows the target goes back to float as a whole, then each remaining layer; when
+  MatMul/Gemm hold most of the MACs, dynamic INT8 is measured against that static configuration
+  and replaces it when clearly faster within the budget.
 - aggressive: static INT8 wherever it is measured faster, whatever the accuracy.
+
+The FP32 floor (stages/floor.py) is the model with ONNX Runtime's offline graph optimizations,
+verified against the source outputs. When the INT8 configuration found is slower than FP32 in
+every timing, the fastest faithful artifact measured ships instead (dynamic INT8 when the model
+has MatMul/Gemm, else the floor), even when it cannot meet a size limit or min_speedup: the
+gate then fails on that limit, and the verdict says why INT8 lost. Nothing slower than FP32
+ships when something faster and faithful was measured.
 
 Nothing is assumed faster: every speed decision comes from an interleaved measurement on this
 host. Every candidate tried is recorded with its configuration, latency and quality. The
 machine may be shared, so every decision taken on speed keeps the default (the device's
-precision, the runtime's recommended activation type, per-channel weights, a layer in INT8)
-unless the other choice wins in two independent timings, and a fallback from INT8 never breaks a
-limit that does not depend on timing (size, or min_speedup for plain FP32).
+precision, the runtime's recommended activation type, per-channel weights, static INT8, a layer
+or op class in INT8) unless the other choice wins in two independent timings.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,14 +40,15 @@ from edgegate.config.schema import QuantizationSpec
 from edgegate.data.sources import Dataset
 from edgegate.stages.analyze import node_macs
 from edgegate.stages.benchmark import PairTiming, benchmark_pair
-
-# A layer goes back to float for speed only when the whole 95% interval of the speedup is above
-# this, in two independent interleaved measurements: noise must never change what ships.
-SPEED_MARGIN = 1.03
+from edgegate.stages.floor import fp32_floor
 from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, float_only_nodes, quantize
 from edgegate.stages.sensitivity import Budget, Quality, Scorer, budget_for, layer_blame
+from edgegate.stages.speed_pass import SPEED_MARGIN, class_pass, class_summary, layer_pass
 
 METHOD_ORDER = ("minmax", "percentile", "entropy")
+# dynamic INT8 (MatMul/Gemm only) is measured at level balanced when these hold this share of MACs
+MATMUL_SHARE = 0.5
+MATMUL_OPS = ("MatMul", "Gemm")
 INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                "QLinearMatMul", "QLinearConv"}
 
@@ -132,6 +141,7 @@ class PrecisionSearch:
         self._n = 0
         self.timed_out_at: str | None = None
         self.vs_fp32: dict[Path, list[list[float]]] = {}
+        self.floor_note: str | None = None
 
     # ------------------------------------------------------------------ building and measuring
 
@@ -156,8 +166,8 @@ class PrecisionSearch:
         elif cfg.precision == "int8-dynamic":
             from edgegate.stages.quantize import quantize_dynamic_int8
             quantize_dynamic_int8(self.model_path, path, self.display)
-        else:
-            shutil.copyfile(self.model_path, path)
+        else:       # the FP32 floor: ONNX Runtime's offline graph optimization, verified
+            path, self.floor_note = fp32_floor(self.model_path, path, self.calibration, self.display)
         return path
 
     def time_pair(self, a: Path, b: Path) -> PairTiming:
@@ -187,6 +197,8 @@ class PrecisionSearch:
                        speedup_ci95=[round(v, 3) for v in pair.speedup_ci95])
         else:
             rec["latency_p50_ms"] = None
+        if cfg.precision == "fp32":
+            rec["floor"] = self.floor_note
         if note:
             rec["note"] = note
         built.record = rec
@@ -213,41 +225,56 @@ class PrecisionSearch:
             return self._conservative()
         return self._int8(level)
 
-    def _conservative(self, level: str = "conservative", note: str = "") -> SearchResult:
-        tried, kept = [], {}
-        fp32 = Built(Cfg("fp32"), self.build(Cfg("fp32")))
-        for precision in ("fp16", "int8-dynamic"):
-            if self._out_of_time("conservative"):
-                break
-            try:
-                tried.append(self.candidate(Cfg(precision), "conservative"))
-            except Exception as exc:    # a converter that is missing or fails is recorded, not fatal
-                self.candidates.append({"id": len(self.candidates) + 1, "stage": "conservative",
-                                        "config": {"precision": precision}, "latency_p50_ms": None,
-                                        "note": f"not measurable: {str(exc)[:200]}"})
-        good = [b for b in tried if self._meets(b) and b.record["speedup_ci95"][0] > 1.0]
-        if good:
-            chosen = max(good, key=lambda b: b.record["speedup_vs_fp32"])
-            verdict = (f"met: {chosen.cfg.precision} is {chosen.record['speedup_vs_fp32']:.2f}x FP32 "
-                       f"here within the budget")
-            met = True
+    def _conservative(self) -> SearchResult:
+        floor = self.candidate(Cfg("fp32"), "conservative")
+        tried = [self._try(Cfg(p), "conservative") for p in ("fp16", "int8-dynamic")
+                 if not self._out_of_time("conservative")]
+        chosen = self._fastest_faithful(floor, [b for b in tried if b is not None])
+        speed = chosen.record["speedup_vs_fp32"]
+        if chosen is not floor:
+            verdict = f"met: {chosen.cfg.precision} is {speed:.2f}x FP32 here within the budget"
         else:
-            chosen, met = fp32, True
-            verdict = "FP32 kept: neither FP16 nor dynamic INT8 was measurably faster than FP32 here " \
-                      "within the budget"
-        if note:
-            verdict = f"{note}; {verdict}"
-        for b in tried:
-            if b is not chosen:
+            verdict = (f"FP32 kept: neither FP16 nor dynamic INT8 was measurably faster than FP32 here "
+                       f"within the budget; shipped {self.floor_note}, {speed:.2f}x FP32")
+        for b in [floor, *tried]:
+            if b is not None and b is not chosen:
                 self._drop(b)
-        if chosen is not fp32:
-            self._drop(fp32)
+        int8, fp16 = self._nodes_of(chosen)
+        return self._result(chosen, "conservative", True, verdict, [], {}, int8, fp16,
+                            extra={"fp32_floor": self._floor_record()})
+
+    def _try(self, cfg: Cfg, stage: str) -> Built | None:
+        """A timed candidate, or None (recorded) when its converter is missing or fails."""
+        try:
+            return self.candidate(cfg, stage)
+        except Exception as exc:    # a converter that is missing or fails is recorded, not fatal
+            self.candidates.append({"id": len(self.candidates) + 1, "stage": stage,
+                                    "config": cfg.to_dict(), "latency_p50_ms": None,
+                                    "note": f"not measurable: {str(exc)[:200]}"})
+            return None
+
+    def _fastest_faithful(self, floor: Built, others: list[Built]) -> Built:
+        """The floor (FP32, exact), unless a compressed candidate within the budget is measured
+        faster than FP32 (the whole interval above 1) and faster than the floor."""
+        good = [b for b in others if self._meets(b) and b.record["speedup_ci95"][0] > 1.0
+                and b.record["speedup_vs_fp32"] > floor.record["speedup_vs_fp32"]]
+        return max(good, key=lambda b: b.record["speedup_vs_fp32"]) if good else floor
+
+    def _floor_record(self) -> dict | None:
+        if self.floor_note is None:
+            return None
+        return {"optimized": "optimized offline" in self.floor_note, "description": self.floor_note}
+
+    def _nodes_of(self, b: Built) -> tuple[list[str], list[str]]:
+        """(INT8 compute nodes, FP16 compute nodes) of a built candidate."""
         compute = [n for n, t in self.op_types.items() if t in COMPUTE_OPS]
-        int8 = self._dynamic_nodes(chosen.path) if chosen.cfg.precision == "int8-dynamic" else []
-        fp16 = compute if chosen.cfg.precision == "fp16" else []
-        if note:
-            kept.update({n: f"speed: {note}" for n in compute if n not in int8})
-        return self._result(chosen, level, met, verdict, [], kept, int8, fp16)
+        if b.cfg.precision == "int8-dynamic":
+            return self._dynamic_nodes(b.path), []
+        if b.cfg.precision == "fp16":
+            return [], compute
+        if b.cfg.precision == "int8":
+            return classify_nodes(onnx.load(str(b.path), load_external_data=False))[0], []
+        return [], []
 
     def _dynamic_nodes(self, path: Path) -> list[str]:
         model = onnx.load(str(path), load_external_data=False)
@@ -325,15 +352,22 @@ class PrecisionSearch:
                 row = next(r for r in blame if r["node"] == node)
                 kept[node] = _blame_reason(row, self.budget)
         current = best
-        # 5. speed: undo INT8 on every layer whose quantization measurably slows the target
+        # 5. speed: undo INT8 on every op class, then every layer, that measurably slows the target
         if level in ("balanced", "aggressive") and self._meets_or_any(current, level):
-            current = self._speed_pass(current, level, kept)
+            current = class_pass(self, current, level, kept)
+            current = layer_pass(self, current, level, kept)
+        final = self._final_timing(current)
+        # 6. balanced, MatMul/Gemm-heavy: dynamic INT8 measured against the static configuration
+        dynamic, dyn_info = None, None
+        if level == "balanced":
+            current, final, dynamic, dyn_info = self._dynamic_step(current, final)
+        if current.cfg.precision == "int8-dynamic":
+            kept = {n: why for n, why in kept.items() if not why.startswith(("speed", "accuracy"))}
+            int8 = self._dynamic_nodes(current.path)
+            kept.update({n: "dynamic INT8 (chosen by measurement) quantizes MatMul/Gemm only"
+                         for n, t in self.op_types.items()
+                         if t in COMPUTE_OPS and n not in int8 and n not in kept})
         met = self.budget.met(current.quality)
-        final = self.timed_record(current.path)
-        if final["speedup_ci95"][1] < 1.0:
-            # like every speed decision, undoing INT8 needs a second, independent timing to agree
-            again = self.timed_record(current.path)
-            final["confirmation_speedup_ci95"] = again["speedup_ci95"]
         # INT8 counts as slower only when every timing of this configuration against FP32 in the
         # search (at least two) puts the whole interval below 1: timings that disagree mean the
         # machine's load moved, not the model, and the device's configured precision stays
@@ -341,35 +375,138 @@ class PrecisionSearch:
         final["timings_vs_fp32_ci95"] = evidence
         slower = len(evidence) >= 2 and all(ci[1] < 1.0 for ci in evidence)
         if final["speedup_ci95"][1] < 1.0 and not slower:
-            final["note"] = "not slower in every timing against FP32: static INT8 kept"
-        kept_note = ""
+            final["note"] = f"not slower in every timing against FP32: {_name(current.cfg)} kept"
+        late_note = ""
         if slower and not self._out_of_time("fallback"):
-            # static INT8 is measurably slower than FP32 here: try the other precisions
-            alt = self._conservative(level, note="static INT8 (best found) was slower than FP32 here "
-                                                 f"({final['speedup_vs_fp32']:.2f}x)")
-            blocked = self._fallback_blocked(alt.chosen)
-            if blocked:
-                # the fallback could only change the verdict for the worse on a limit that does
-                # not depend on timing: the INT8 artifact ships and the gate's own measurement
-                # (longer, confirmed when it fails) decides
-                self._drop(alt.chosen)
-                kept_note = (f"static INT8 measured slower than FP32 here in every search timing "
-                             f"({final['speedup_vs_fp32']:.2f}x), but {blocked}, so INT8 ships and "
-                             "the gate's measurement decides")
-            else:
-                self._drop(current)
-                alt.blame = blame
-                alt.extra.update(int8_final_timing=final, final_timing=alt.chosen.record or None)
-                return alt
+            return self._fallback(current, final, level, blame, dynamic, dyn_info, ranges)
+        if slower:
+            late_note = (f"{_name(current.cfg)} measured slower than FP32 here in every search timing "
+                         f"({final['speedup_vs_fp32']:.2f}x), but the time budget ran out before "
+                         "the FP32 floor could be measured")
+        self._drop(dynamic if dynamic is not current else None)
         verdict = self._verdict(current, met, level, final.get("speedup_vs_fp32"))
-        if kept_note:
-            verdict = f"{verdict}; {kept_note}"
-        q_nodes, _ = classify_nodes(onnx.load(str(current.path), load_external_data=False))
-        extra = {"final_timing": final, "calibration_ranges": ranges}
+        if current.cfg.precision == "int8-dynamic":
+            verdict = f"dynamic INT8 chosen by measurement: {dyn_info['why']}; {verdict}"
+        if late_note:
+            verdict = f"{verdict}; {late_note}"
+        q_nodes, _ = self._nodes_of(current)
+        extra = {"final_timing": final, "calibration_ranges": ranges,
+                 "speed_classes": class_summary(self.candidates)}
+        if dyn_info:
+            extra["dynamic_int8"] = dyn_info
         if spec.calibration_method is None and not ranges and level == "balanced":
             extra["calibration_method_note"] = (f"{current.cfg.method} kept: it met the budget, and the "
                                                 "method changes ranges, not speed")
         return self._result(current, level, met, verdict, blame, kept, q_nodes, [], extra=extra)
+
+    def _final_timing(self, b: Built) -> dict:
+        """The configuration timed against FP32; a second, independent timing when it looks slower
+        (like every speed decision, undoing INT8 needs two timings to agree)."""
+        final = self.timed_record(b.path)
+        if final["speedup_ci95"][1] < 1.0:
+            final["confirmation_speedup_ci95"] = self.timed_record(b.path)["speedup_ci95"]
+        return final
+
+    def _matmul_share(self) -> float:
+        total = sum(self.macs.values())
+        mm = sum(v for n, v in self.macs.items() if self.op_types.get(n) in MATMUL_OPS)
+        return mm / total if total else 0.0
+
+    def _dynamic_step(self, static: Built, final: dict):
+        """Dynamic INT8 (MatMul/Gemm, activations quantized at run time) when MatMul/Gemm hold
+        most of the MACs: it replaces the static configuration when within the budget and clearly
+        faster head to head (or when static INT8 misses the budget). Returns (current, its final
+        timing, the dynamic candidate or None, the record)."""
+        share = self._matmul_share()
+        info = {"matmul_mac_share": round(share, 4), "tried": False, "chosen": False}
+        if share < MATMUL_SHARE:
+            info["why"] = (f"not measured: MatMul/Gemm hold {share:.1%} of the MACs "
+                           f"(< {MATMUL_SHARE:.0%})")
+            return static, final, None, info
+        if self._out_of_time("dynamic"):
+            info["why"] = "not measured: the time budget ran out"
+            return static, final, None, info
+        dyn = self._try(Cfg("int8-dynamic"), "dynamic")
+        if dyn is None:
+            info["why"] = "not measurable (see its candidate)"
+            return static, final, None, info
+        info.update(tried=True, candidate=dyn.record["id"],
+                    speedup_vs_fp32=dyn.record["speedup_vs_fp32"],
+                    static_speedup_vs_fp32=final["speedup_vs_fp32"])
+        if not self._meets(dyn):
+            info["why"] = "outside the accuracy budget"
+        elif not self._meets(static):
+            info.update(chosen=True, why="within the budget, which static INT8 misses")
+        elif self._clearly_faster(static, dyn, final["speedup_vs_fp32"]):
+            info.update(chosen=True, head_to_head_ci95=dyn.record["head_to_head_ci95"],
+                        why=f"clearly faster than static INT8 head to head (95% interval above "
+                            f"{SPEED_MARGIN:g}x in two timings: {dyn.record['head_to_head_ci95']})")
+        else:
+            info["head_to_head_ci95"] = dyn.record.get("head_to_head_ci95")
+            info["why"] = "not clearly faster than static INT8: static INT8 kept"
+        if not info["chosen"]:
+            dyn.record.setdefault("note", info["why"])
+            return static, final, dyn, info
+        self._drop(static)
+        return dyn, self._final_timing(dyn), dyn, info
+
+    def _fallback(self, current: Built, final: dict, level: str, blame: list[dict],
+                  dynamic: Built | None, dyn_info: dict | None, ranges: dict) -> SearchResult:
+        """INT8 (best found) is slower than FP32 in every timing: the fastest faithful artifact
+        measured ships (dynamic INT8 when the model has MatMul/Gemm, else the FP32 floor), even
+        when it cannot meet a size limit or min_speedup: the gate then fails on that limit."""
+        lost = _name(current.cfg)
+        times = len(final["timings_vs_fp32_ci95"])
+        why = (f"{lost} (best found) measured {final['speedup_vs_fp32']:.2f}x FP32 here "
+               f"({times} timings, every one slower)")
+        floor = self.candidate(Cfg("fp32"), "fallback")
+        others = []
+        if current.cfg.precision != "int8-dynamic" and any(
+                t in MATMUL_OPS for t in self.op_types.values()):
+            dyn = dynamic or self._try(Cfg("int8-dynamic"), "fallback")
+            others = [dyn] if dyn is not None else []
+        chosen = self._fastest_faithful(floor, others)
+        speed = chosen.record["speedup_vs_fp32"]
+        what = self.floor_note if chosen is floor else "dynamic INT8 (MatMul/Gemm)"
+        verdict = f"{why}; shipped {what}, {speed:.2f}x FP32"
+        for b in others:
+            if b is not chosen:
+                verdict += f"; dynamic INT8 measured {b.record['speedup_vs_fp32']:.2f}x" + (
+                    "" if self._meets(b) else " outside the accuracy budget")
+        missed = self._limits_missed(chosen)
+        if missed:
+            verdict += (f"; it does not meet the device's {', '.join(missed)}, and nothing faster "
+                        "and faithful was measured: the gate fails on that limit")
+        for b in [floor, *others, current]:
+            if b is not chosen:
+                self._drop(b)
+        int8, fp16 = self._nodes_of(chosen)
+        kept = {n: "excluded in edgegate.yml" for n in self.spec.exclude_nodes}
+        kept.update({n: f"speed: {why}" for n, t in self.op_types.items()
+                     if t in COMPUTE_OPS and n not in int8 and n not in kept})
+        record = {"why": f"{why}; shipped {what}, {speed:.2f}x FP32",
+                  "int8_speedup_vs_fp32": final["speedup_vs_fp32"],
+                  "int8_timings_vs_fp32_ci95": final["timings_vs_fp32_ci95"],
+                  "shipped": "fp32-floor" if chosen is floor else chosen.cfg.precision,
+                  "shipped_speedup_vs_fp32": speed,
+                  "measured": [b.record["id"] for b in [floor, *others]],
+                  "limits_not_met": missed}
+        extra = {"int8_final_timing": final, "final_timing": chosen.record, "fallback": record,
+                 "fp32_floor": self._floor_record(), "calibration_ranges": ranges,
+                 "speed_classes": class_summary(self.candidates)}
+        if dyn_info:
+            extra["dynamic_int8"] = dyn_info
+        return self._result(chosen, level, self.budget.met(chosen.quality), verdict, blame, kept,
+                            int8, fp16, extra=extra)
+
+    def _limits_missed(self, b: Built) -> list[str]:
+        """The limits that do not depend on the gate's own timing which ``b`` cannot meet, and
+        min_speedup when the search's own measurement puts it below."""
+        missed = [m for m in [self._size_breaks(b.path)] if m]
+        speed = b.record.get("speedup_vs_fp32")
+        if self.min_speedup is not None and speed is not None and speed < self.min_speedup:
+            missed.append(f"min_speedup {self.min_speedup:g} (the search measured {speed:.2f}x)")
+        return missed
 
     def _size_breaks(self, path: Path) -> str | None:
         size = path.stat().st_size
@@ -377,15 +514,6 @@ class PrecisionSearch:
             return f"min_size_ratio {self.min_size_ratio:g} (it would be {self.size_before / size:.2f}x)"
         if self.max_size_bytes and size > self.max_size_bytes:
             return f"max_size_mb {self.max_size_bytes / 1e6:g} (it would be {size / 1e6:.2f} MB)"
-        return None
-
-    def _fallback_blocked(self, alt: Built) -> str | None:
-        """Why the FP32/FP16/dynamic fallback must not replace static INT8 here, if it must not."""
-        if alt.cfg.precision == "fp32" and self.min_speedup is not None and self.min_speedup > 1.0:
-            return f"FP32 (the model itself) cannot meet min_speedup {self.min_speedup:g}"
-        broken = self._size_breaks(alt.path)
-        if broken:
-            return f"{alt.cfg.precision} would break the device's {broken}"
         return None
 
     def _meets_or_any(self, b: Built, level: str) -> bool:
@@ -408,12 +536,14 @@ class PrecisionSearch:
         self._drop(a if win is b else b)
         return win
 
-    def _clearly_faster(self, current: Built, other: Built) -> bool:
+    def _clearly_faster(self, current: Built, other: Built, current_speedup: float | None = None
+                        ) -> bool:
         """Is ``other`` clearly faster than ``current``? Only when their timings against FP32
         suggest a margin and then two independent head-to-head interleaved timings both put the
         whole 95% interval of the speedup above SPEED_MARGIN. Otherwise the current (default)
         configuration stays, so that what ships does not depend on a burst of load."""
-        if other.record.get("speedup_vs_fp32", 0) <= SPEED_MARGIN * current.record.get("speedup_vs_fp32", 0):
+        base = current.record.get("speedup_vs_fp32", 0) if current_speedup is None else current_speedup
+        if other.record.get("speedup_vs_fp32", 0) <= SPEED_MARGIN * base:
             return False
         checks = []
         for _ in range(2):
@@ -428,51 +558,6 @@ class PrecisionSearch:
         other.record["note"] = (f"not clearly faster than candidate {current.record.get('id')} "
                                 f"head to head (needs the 95% interval above {SPEED_MARGIN:g}x twice)")
         return False
-
-    def _speed_pass(self, current: Built, level: str, kept: dict[str, str]) -> Built:
-        q_nodes, _ = classify_nodes(onnx.load(str(current.path), load_external_data=False))
-        for node in sorted(q_nodes, key=lambda n: self.macs.get(n, 0)):
-            if self._out_of_time("speed"):
-                break
-            cfg = replace(current.cfg, excluded=current.cfg.excluded + (node,))
-            path = self.build(cfg)
-            pair = self.timed(current.path, path)
-            rec = {"id": len(self.candidates) + 1, "stage": "speed", "config": cfg.to_dict(),
-                   "latency_p50_ms": round(pair.after.p50_ms, 4),
-                   "latency_p50_ms_previous": round(pair.before.p50_ms, 4),
-                   "speedup_vs_previous": round(pair.speedup, 3),
-                   "speedup_ci95": [round(v, 3) for v in pair.speedup_ci95]}
-            self.candidates.append(rec)
-            if pair.speedup_ci95[0] <= SPEED_MARGIN:   # not clearly faster in float: keep INT8
-                rec["accepted"] = False
-                path.unlink(missing_ok=True)
-                continue
-            if self._size_breaks(path):
-                rec["accepted"] = False
-                rec["note"] = "faster in float, but the artifact would break the device's size limit"
-                path.unlink(missing_ok=True)
-                continue
-            # a second, independent interleaved measurement must agree before a layer is undone:
-            # one timing on a shared machine can be skewed by a burst of load on the other core
-            again = self.timed(current.path, path)
-            rec["confirmation_speedup_ci95"] = [round(v, 3) for v in again.speedup_ci95]
-            if again.speedup_ci95[0] <= SPEED_MARGIN:
-                rec["accepted"] = False
-                rec["note"] = "not confirmed by a second measurement"
-                path.unlink(missing_ok=True)
-                continue
-            trial = Built(cfg, path, self.scorer.score(path), rec)
-            rec.update(trial.quality.to_dict(), meets_budget=self.budget.met(trial.quality))
-            if level == "balanced" and not self._meets(trial):
-                rec["accepted"] = False
-                self._drop(trial)
-                continue
-            rec["accepted"] = True
-            kept[node] = (f"speed: INT8 was slower here ({pair.after.p50_ms:.3f} ms in float vs "
-                          f"{pair.before.p50_ms:.3f} ms quantized, model latency)")
-            self._drop(current)
-            current = trial
-        return current
 
     def _verdict(self, b: Built, met: bool | None, level: str, speed: float | None) -> str:
         q, budget = b.quality, self.budget
@@ -499,6 +584,11 @@ class PrecisionSearch:
 
     def elapsed_s(self) -> float:
         return round(self.clock() - self.started, 2)
+
+
+def _name(cfg: Cfg) -> str:
+    return {"int8": "static INT8", "int8-dynamic": "dynamic INT8", "fp16": "FP16"}.get(
+        cfg.precision, cfg.precision)
 
 
 def _blame_reason(row: dict, budget: Budget) -> str:

@@ -21,13 +21,14 @@ CHECK_SAMPLES = 4
 RTOL, ATOL = 1e-3, 1e-4         # relative to each output's magnitude: fusions reorder float sums
 # a model this large needs external data: the offline optimizer is not worth the risk there
 SIZE_LIMIT = (1 << 31) - (1 << 24)
+OPTIMIZED = f"the FP32 graph optimized offline by ONNX Runtime ({LEVEL})"
 
 
 def fp32_floor(src: Path, dst: Path, samples: Dataset, display: str = "") -> tuple[Path, str]:
     """Write the FP32 floor of ``src`` to ``dst``; returns (dst, what it is, in one sentence)."""
     why = _optimize(src, dst, samples)
     if why is None:
-        return dst, f"the FP32 graph optimized offline by ONNX Runtime ({LEVEL})"
+        return dst, OPTIMIZED
     dst.unlink(missing_ok=True)
     shutil.copyfile(src, dst)
     return dst, f"the FP32 model as given (ONNX Runtime's offline optimization not used: {why})"

@@ -40,41 +40,16 @@ from edgegate.config.schema import QuantizationSpec
 from edgegate.data.sources import Dataset
 from edgegate.stages.analyze import node_macs
 from edgegate.stages.benchmark import PairTiming, benchmark_pair
-from edgegate.stages.floor import fp32_floor
+from edgegate.stages.candidates import Built, Cfg, name
+from edgegate.stages.fallback import dynamic_step, fallback, fastest_faithful
+from edgegate.stages.floor import OPTIMIZED, fp32_floor
 from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, float_only_nodes, quantize
-from edgegate.stages.sensitivity import Budget, Quality, Scorer, budget_for, layer_blame
+from edgegate.stages.sensitivity import Budget, Scorer, budget_for, layer_blame
 from edgegate.stages.speed_pass import SPEED_MARGIN, class_pass, class_summary, layer_pass
 
 METHOD_ORDER = ("minmax", "percentile", "entropy")
-# dynamic INT8 (MatMul/Gemm only) is measured at level balanced when these hold this share of MACs
-MATMUL_SHARE = 0.5
-MATMUL_OPS = ("MatMul", "Gemm")
 INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                "QLinearMatMul", "QLinearConv"}
-
-
-@dataclass(frozen=True)
-class Cfg:
-    precision: str = "int8"              # int8 | fp16 | int8-dynamic | fp32
-    activation_type: str = "uint8"
-    method: str = "minmax"
-    per_channel: bool = True
-    excluded: tuple[str, ...] = ()       # compute nodes kept in float by the search
-
-    def to_dict(self) -> dict:
-        if self.precision != "int8":
-            return {"precision": self.precision}
-        return {"precision": "int8", "activation_type": self.activation_type,
-                "calibration_method": self.method, "per_channel": self.per_channel,
-                "kept_in_float": list(self.excluded)}
-
-
-@dataclass
-class Built:
-    cfg: Cfg
-    path: Path
-    quality: Quality | None = None
-    record: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -229,7 +204,7 @@ class PrecisionSearch:
         floor = self.candidate(Cfg("fp32"), "conservative")
         tried = [self._try(Cfg(p), "conservative") for p in ("fp16", "int8-dynamic")
                  if not self._out_of_time("conservative")]
-        chosen = self._fastest_faithful(floor, [b for b in tried if b is not None])
+        chosen = fastest_faithful(self, floor, [b for b in tried if b is not None])
         speed = chosen.record["speedup_vs_fp32"]
         if chosen is not floor:
             verdict = f"met: {chosen.cfg.precision} is {speed:.2f}x FP32 here within the budget"
@@ -253,17 +228,10 @@ class PrecisionSearch:
                                     "note": f"not measurable: {str(exc)[:200]}"})
             return None
 
-    def _fastest_faithful(self, floor: Built, others: list[Built]) -> Built:
-        """The floor (FP32, exact), unless a compressed candidate within the budget is measured
-        faster than FP32 (the whole interval above 1) and faster than the floor."""
-        good = [b for b in others if self._meets(b) and b.record["speedup_ci95"][0] > 1.0
-                and b.record["speedup_vs_fp32"] > floor.record["speedup_vs_fp32"]]
-        return max(good, key=lambda b: b.record["speedup_vs_fp32"]) if good else floor
-
     def _floor_record(self) -> dict | None:
         if self.floor_note is None:
             return None
-        return {"optimized": "optimized offline" in self.floor_note, "description": self.floor_note}
+        return {"optimized": self.floor_note == OPTIMIZED, "description": self.floor_note}
 
     def _nodes_of(self, b: Built) -> tuple[list[str], list[str]]:
         """(INT8 compute nodes, FP16 compute nodes) of a built candidate."""
@@ -356,11 +324,11 @@ class PrecisionSearch:
         if level in ("balanced", "aggressive") and self._meets_or_any(current, level):
             current = class_pass(self, current, level, kept)
             current = layer_pass(self, current, level, kept)
-        final = self._final_timing(current)
+        final = self.final_timing(current)
         # 6. balanced, MatMul/Gemm-heavy: dynamic INT8 measured against the static configuration
         dynamic, dyn_info = None, None
         if level == "balanced":
-            current, final, dynamic, dyn_info = self._dynamic_step(current, final)
+            current, final, dynamic, dyn_info = dynamic_step(self, current, final)
         if current.cfg.precision == "int8-dynamic":
             kept = {n: why for n, why in kept.items() if not why.startswith(("speed", "accuracy"))}
             int8 = self._dynamic_nodes(current.path)
@@ -375,12 +343,12 @@ class PrecisionSearch:
         final["timings_vs_fp32_ci95"] = evidence
         slower = len(evidence) >= 2 and all(ci[1] < 1.0 for ci in evidence)
         if final["speedup_ci95"][1] < 1.0 and not slower:
-            final["note"] = f"not slower in every timing against FP32: {_name(current.cfg)} kept"
+            final["note"] = f"not slower in every timing against FP32: {name(current.cfg)} kept"
         late_note = ""
         if slower and not self._out_of_time("fallback"):
-            return self._fallback(current, final, level, blame, dynamic, dyn_info, ranges)
+            return fallback(self, current, final, level, blame, dynamic, dyn_info, ranges)
         if slower:
-            late_note = (f"{_name(current.cfg)} measured slower than FP32 here in every search timing "
+            late_note = (f"{name(current.cfg)} measured slower than FP32 here in every search timing "
                          f"({final['speedup_vs_fp32']:.2f}x), but the time budget ran out before "
                          "the FP32 floor could be measured")
         self._drop(dynamic if dynamic is not current else None)
@@ -399,114 +367,13 @@ class PrecisionSearch:
                                                 "method changes ranges, not speed")
         return self._result(current, level, met, verdict, blame, kept, q_nodes, [], extra=extra)
 
-    def _final_timing(self, b: Built) -> dict:
+    def final_timing(self, b: Built) -> dict:
         """The configuration timed against FP32; a second, independent timing when it looks slower
         (like every speed decision, undoing INT8 needs two timings to agree)."""
         final = self.timed_record(b.path)
         if final["speedup_ci95"][1] < 1.0:
             final["confirmation_speedup_ci95"] = self.timed_record(b.path)["speedup_ci95"]
         return final
-
-    def _matmul_share(self) -> float:
-        total = sum(self.macs.values())
-        mm = sum(v for n, v in self.macs.items() if self.op_types.get(n) in MATMUL_OPS)
-        return mm / total if total else 0.0
-
-    def _dynamic_step(self, static: Built, final: dict):
-        """Dynamic INT8 (MatMul/Gemm, activations quantized at run time) when MatMul/Gemm hold
-        most of the MACs: it replaces the static configuration when within the budget and clearly
-        faster head to head (or when static INT8 misses the budget). Returns (current, its final
-        timing, the dynamic candidate or None, the record)."""
-        share = self._matmul_share()
-        info = {"matmul_mac_share": round(share, 4), "tried": False, "chosen": False}
-        if share < MATMUL_SHARE:
-            info["why"] = (f"not measured: MatMul/Gemm hold {share:.1%} of the MACs "
-                           f"(< {MATMUL_SHARE:.0%})")
-            return static, final, None, info
-        if self._out_of_time("dynamic"):
-            info["why"] = "not measured: the time budget ran out"
-            return static, final, None, info
-        dyn = self._try(Cfg("int8-dynamic"), "dynamic")
-        if dyn is None:
-            info["why"] = "not measurable (see its candidate)"
-            return static, final, None, info
-        info.update(tried=True, candidate=dyn.record["id"],
-                    speedup_vs_fp32=dyn.record["speedup_vs_fp32"],
-                    static_speedup_vs_fp32=final["speedup_vs_fp32"])
-        if not self._meets(dyn):
-            info["why"] = "outside the accuracy budget"
-        elif not self._meets(static):
-            info.update(chosen=True, why="within the budget, which static INT8 misses")
-        elif self._clearly_faster(static, dyn, final["speedup_vs_fp32"]):
-            info.update(chosen=True, head_to_head_ci95=dyn.record["head_to_head_ci95"],
-                        why=f"clearly faster than static INT8 head to head (95% interval above "
-                            f"{SPEED_MARGIN:g}x in two timings: {dyn.record['head_to_head_ci95']})")
-        else:
-            info["head_to_head_ci95"] = dyn.record.get("head_to_head_ci95")
-            info["why"] = "not clearly faster than static INT8: static INT8 kept"
-        if not info["chosen"]:
-            dyn.record.setdefault("note", info["why"])
-            return static, final, dyn, info
-        self._drop(static)
-        return dyn, self._final_timing(dyn), dyn, info
-
-    def _fallback(self, current: Built, final: dict, level: str, blame: list[dict],
-                  dynamic: Built | None, dyn_info: dict | None, ranges: dict) -> SearchResult:
-        """INT8 (best found) is slower than FP32 in every timing: the fastest faithful artifact
-        measured ships (dynamic INT8 when the model has MatMul/Gemm, else the FP32 floor), even
-        when it cannot meet a size limit or min_speedup: the gate then fails on that limit."""
-        lost = _name(current.cfg)
-        times = len(final["timings_vs_fp32_ci95"])
-        why = (f"{lost} (best found) measured {final['speedup_vs_fp32']:.2f}x FP32 here "
-               f"({times} timings, every one slower)")
-        floor = self.candidate(Cfg("fp32"), "fallback")
-        others = []
-        if current.cfg.precision != "int8-dynamic" and any(
-                t in MATMUL_OPS for t in self.op_types.values()):
-            dyn = dynamic or self._try(Cfg("int8-dynamic"), "fallback")
-            others = [dyn] if dyn is not None else []
-        chosen = self._fastest_faithful(floor, others)
-        speed = chosen.record["speedup_vs_fp32"]
-        what = self.floor_note if chosen is floor else "dynamic INT8 (MatMul/Gemm)"
-        verdict = f"{why}; shipped {what}, {speed:.2f}x FP32"
-        for b in others:
-            if b is not chosen:
-                verdict += f"; dynamic INT8 measured {b.record['speedup_vs_fp32']:.2f}x" + (
-                    "" if self._meets(b) else " outside the accuracy budget")
-        missed = self._limits_missed(chosen)
-        if missed:
-            verdict += (f"; it does not meet the device's {', '.join(missed)}, and nothing faster "
-                        "and faithful was measured: the gate fails on that limit")
-        for b in [floor, *others, current]:
-            if b is not chosen:
-                self._drop(b)
-        int8, fp16 = self._nodes_of(chosen)
-        kept = {n: "excluded in edgegate.yml" for n in self.spec.exclude_nodes}
-        kept.update({n: f"speed: {why}" for n, t in self.op_types.items()
-                     if t in COMPUTE_OPS and n not in int8 and n not in kept})
-        record = {"why": f"{why}; shipped {what}, {speed:.2f}x FP32",
-                  "int8_speedup_vs_fp32": final["speedup_vs_fp32"],
-                  "int8_timings_vs_fp32_ci95": final["timings_vs_fp32_ci95"],
-                  "shipped": "fp32-floor" if chosen is floor else chosen.cfg.precision,
-                  "shipped_speedup_vs_fp32": speed,
-                  "measured": [b.record["id"] for b in [floor, *others]],
-                  "limits_not_met": missed}
-        extra = {"int8_final_timing": final, "final_timing": chosen.record, "fallback": record,
-                 "fp32_floor": self._floor_record(), "calibration_ranges": ranges,
-                 "speed_classes": class_summary(self.candidates)}
-        if dyn_info:
-            extra["dynamic_int8"] = dyn_info
-        return self._result(chosen, level, self.budget.met(chosen.quality), verdict, blame, kept,
-                            int8, fp16, extra=extra)
-
-    def _limits_missed(self, b: Built) -> list[str]:
-        """The limits that do not depend on the gate's own timing which ``b`` cannot meet, and
-        min_speedup when the search's own measurement puts it below."""
-        missed = [m for m in [self._size_breaks(b.path)] if m]
-        speed = b.record.get("speedup_vs_fp32")
-        if self.min_speedup is not None and speed is not None and speed < self.min_speedup:
-            missed.append(f"min_speedup {self.min_speedup:g} (the search measured {speed:.2f}x)")
-        return missed
 
     def _size_breaks(self, path: Path) -> str | None:
         size = path.stat().st_size
@@ -584,11 +451,6 @@ class PrecisionSearch:
 
     def elapsed_s(self) -> float:
         return round(self.clock() - self.started, 2)
-
-
-def _name(cfg: Cfg) -> str:
-    return {"int8": "static INT8", "int8-dynamic": "dynamic INT8", "fp16": "FP16"}.get(
-        cfg.precision, cfg.precision)
 
 
 def _blame_reason(row: dict, budget: Budget) -> str:

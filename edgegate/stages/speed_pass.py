@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 import onnx
 
+from edgegate.stages.candidates import Built
 from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes
 
 if TYPE_CHECKING:
-    from edgegate.stages.search import Built, PrecisionSearch
+    from edgegate.stages.search import PrecisionSearch
 
 # A layer goes back to float for speed only when the whole 95% interval of the speedup is above
 # this, in two independent interleaved measurements: noise must never change what ships.
@@ -49,12 +50,12 @@ def _op_class(node: onnx.NodeProto, shapes: dict[str, tuple]) -> str:
     return "Conv"
 
 
-def quantized_nodes(b: "Built") -> list[str]:
+def quantized_nodes(b: Built) -> list[str]:
     return classify_nodes(onnx.load(str(b.path), load_external_data=False))[0]
 
 
-def try_in_float(s: "PrecisionSearch", current: "Built", nodes: list[str], level: str,
-                 stage: str, info: dict) -> tuple["Built | None", dict]:
+def try_in_float(s: "PrecisionSearch", current: Built, nodes: list[str], level: str,
+                 stage: str, info: dict) -> tuple[Built | None, dict]:
     """Build ``current`` with ``nodes`` also in float, time it head to head against current and
     return it when it is clearly faster (confirmed), within budget and size limits, else None.
     The attempt is recorded as a candidate either way."""
@@ -85,7 +86,7 @@ def try_in_float(s: "PrecisionSearch", current: "Built", nodes: list[str], level
     rec["confirmation_speedup_ci95"] = [round(v, 3) for v in again.speedup_ci95]
     if again.speedup_ci95[0] <= SPEED_MARGIN:
         return reject("not confirmed by a second measurement")
-    trial = replace(current, cfg=cfg, path=path, quality=s.scorer.score(path), record=rec)
+    trial = Built(cfg, path, s.scorer.score(path), rec)
     rec.update(trial.quality.to_dict(), meets_budget=s.budget.met(trial.quality))
     if level == "balanced" and not s._meets(trial):
         return reject("faster in float, but outside the accuracy budget")
@@ -93,7 +94,7 @@ def try_in_float(s: "PrecisionSearch", current: "Built", nodes: list[str], level
     return trial, rec
 
 
-def class_pass(s: "PrecisionSearch", current: "Built", level: str, kept: dict[str, str]) -> "Built":
+def class_pass(s: "PrecisionSearch", current: Built, level: str, kept: dict[str, str]) -> Built:
     """Each op class of the INT8 nodes in float as a whole, largest MAC share first."""
     classes = op_classes(onnx.load(str(s.model_path), load_external_data=False))
     total = sum(s.macs.values()) or 1
@@ -129,7 +130,7 @@ def class_pass(s: "PrecisionSearch", current: "Built", level: str, kept: dict[st
     return current
 
 
-def layer_pass(s: "PrecisionSearch", current: "Built", level: str, kept: dict[str, str]) -> "Built":
+def layer_pass(s: "PrecisionSearch", current: Built, level: str, kept: dict[str, str]) -> Built:
     """Every remaining INT8 layer in float on its own, smallest MACs first, within the time budget."""
     for node in sorted(quantized_nodes(current), key=lambda n: s.macs.get(n, 0)):
         if s._out_of_time("speed"):

@@ -185,3 +185,54 @@ def test_depthwise_class_not_confirmed_stays_int8(separable, tmp_path):
     dw = next(c for c in r.extra["speed_classes"] if c["op_class"] == "depthwise Conv")
     assert not dw["accepted"] and dw["note"] == "not confirmed by a second measurement"
     assert np.isfinite(dw["speedup_vs_previous"])
+
+
+# ------------------------------------------------------------------ the report record (target)
+
+def test_onnxruntime_target_records_why_int8_lost(digits_onnx_cached, tmp_path, monkeypatch):
+    """Through OnnxRuntimeTarget.compile: static and dynamic INT8 slower than FP32 in every
+    timing, min_speedup 1.1 set. The floor ships as the artifact, and the quantization record
+    says why, in the fields the report carries."""
+    from edgegate.config.load import ResolvedDevice
+    from edgegate.config.policy_schema import DeviceProfile
+    from edgegate.config.schema import BenchmarkSpec
+    from edgegate.stages.analyze import analyze
+    from edgegate.stages.search import PrecisionSearch
+    from edgegate.targets.base import CompileJob
+    from edgegate.targets.onnxruntime import OnnxRuntimeTarget
+    from test_search_noise import scripted
+
+    def time_pair(self, a, b):
+        if a != self.baseline_path:
+            return scripted(1.0)
+        return scripted({"int8": 0.78, "int8-s8": 0.78, "fp32": 1.04}.get(kind_of(b), 0.9))
+
+    monkeypatch.setattr(PrecisionSearch, "time_pair", time_pair)
+    path = digits_onnx_cached / "digits.onnx"
+    cal = np.load(digits_onnx_cached / "data/calibration.npz")["input"][:100]
+    ev = np.load(digits_onnx_cached / "data/evaluation.npz")
+    limits = {"max_accuracy_drop_pp": Limit("max_accuracy_drop_pp", 2.0, "policy.yml", 3),
+              "min_speedup": Limit("min_speedup", 1.1, "policy.yml", 4)}
+    job = CompileJob(model_path=path, source_path=path, info=analyze(onnx.load(str(path))),
+                     calibration=Dataset({"input": cal}, None, {"method": "minmax"}),
+                     evaluation=Dataset({"input": ev["input"][:300]}, ev["labels"][:300],
+                                        {"metric": "top1"}),
+                     device=ResolvedDevice("x86-cpu", "onnxruntime",
+                                           DeviceProfile(target="onnxruntime"), limits),
+                     quantization=QuantizationSpec(search_time_s=120, activation_type="uint8"),
+                     benchmark=BenchmarkSpec(), workdir=tmp_path, display="models/digits.onnx",
+                     name="digits")
+    out = OnnxRuntimeTarget().compile(job)
+    q = out.quantization
+    assert out.precision == "fp32" and out.artifact.name == "digits.x86-cpu.fp32.onnx"
+    assert kind_of(out.artifact) == "fp32"
+    assert q["method"].endswith("graph optimized offline by ONNX Runtime (ORT_ENABLE_EXTENDED)")
+    assert q["why_not_int8"].startswith("static INT8 (best found) measured 0.78x FP32 here")
+    assert q["why_not_int8"] in out.notes
+    search = q["search"]
+    assert search["fallback"]["shipped"] == "fp32-floor"
+    assert search["fallback"]["limits_not_met"] == ["min_speedup 1.1 (the search measured 1.04x)"]
+    assert search["fp32_floor"] == {"optimized": True, "description": search["candidates"][
+        search["fallback"]["measured"][0] - 1]["floor"]}
+    assert "the gate fails on that limit" in search["verdict"]
+    assert q["int8_mac_share"] in (0, None) and q["compute_nodes_quantized"] == 0

@@ -6,6 +6,8 @@
   per-tensor INT8 activations lose everything but the outlier (as in large language models).
 - ``train_attention``: a small transformer-like classifier (rows of the image as tokens, one
   self-attention block and an MLP), MatMul-heavy.
+- ``train_separable``: a depthwise-separable CNN (MobileNet-style depthwise 3x3 + pointwise 1x1
+  blocks), the pattern whose depthwise convolutions can run slower in INT8 than in float.
 
 Used by tests/test_mixed_precision.py and benchmarks/compare_quantize.py.
 """
@@ -96,14 +98,30 @@ def build_attention(dim: int = 64):
     return TinyTransformer()
 
 
-def train_attention(seed: int = 0, epochs: int = 8):
-    """Train the tiny transformer on digits; returns (model in eval mode, test accuracy in %)."""
+def build_separable(width: int = 16):
+    import torch.nn as nn
+
+    def block(c_in: int, c_out: int) -> list:
+        return [nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in), nn.BatchNorm2d(c_in), nn.ReLU(),
+                nn.Conv2d(c_in, c_out, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    return nn.Sequential(          # a strided stem, as MobileNets have: 32x32 -> 16x16
+        nn.Conv2d(1, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        *block(width, width * 2), nn.MaxPool2d(2),
+        *block(width * 2, width * 4), nn.MaxPool2d(2),
+        *block(width * 4, width * 4),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width * 4, 10),
+    )
+
+
+def _fit(build, seed: int, epochs: int, lr: float = 2e-3):
+    """Train ``build()`` on digits with Adam; returns (model in eval mode, test accuracy in %)."""
     import torch
 
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = digits.digits_data()
-    model = build_attention()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model = build()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     gen = torch.Generator().manual_seed(seed)
@@ -119,6 +137,16 @@ def train_attention(seed: int = 0, epochs: int = 8):
     with torch.no_grad():
         pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
     return model, float((pred == y_test).mean() * 100)
+
+
+def train_attention(seed: int = 0, epochs: int = 8):
+    """Train the tiny transformer on digits; returns (model in eval mode, test accuracy in %)."""
+    return _fit(build_attention, seed, epochs)
+
+
+def train_separable(seed: int = 0, epochs: int = 3, width: int = 16):
+    """Train the depthwise-separable CNN on digits; returns (model in eval mode, test accuracy in %)."""
+    return _fit(lambda: build_separable(width), seed, epochs, lr=1e-2)
 
 
 def benchmark_models(folder: Path, quick: bool, outlier: bool = True) -> dict[str, Path]:

@@ -11,7 +11,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from edgegate.data.sources import Dataset
-from edgegate.stages.faithful import mismatch
+from edgegate.stages.faithful import compare, mismatch
+from edgegate.stages.floor import OPTIMIZED, fp32_floor
 from edgegate.stages.optimize import optimize_offline
 
 
@@ -67,3 +68,32 @@ def test_optimize_takes_paths_relative_to_the_cwd_and_leaves_the_cwd_alone(digit
     assert out == Path("work/optimized.onnx") and out.is_file(), notes
     assert sorted(p.name for p in repo.iterdir()) == before
     assert not any(p.name.startswith("shape-infer-") for p in (repo / "work").iterdir())
+
+
+def test_the_search_floor_is_optimize_offline(digits_onnx, tmp_path):
+    """stages/floor.py names what optimize_offline wrote: the verified graph, or the plain copy
+    with optimize_offline's reason."""
+    src = digits_onnx / "digits.onnx"
+    cal = np.load(digits_onnx / "data" / "calibration.npz")["input"][:8]
+    dst, what = fp32_floor(src, tmp_path / "floor.onnx", Dataset({"input": cal}, None, {}), "d")
+    assert what == OPTIMIZED == "the FP32 graph optimized offline by ONNX Runtime (ORT_ENABLE_EXTENDED)"
+    assert "com.microsoft" in {n.domain for n in onnx.load(str(dst)).graph.node}
+
+    dst, what = fp32_floor(src, tmp_path / "copy.onnx", [], "digits.onnx")
+    assert dst.read_bytes() == src.read_bytes()
+    assert what.startswith("the FP32 model as given (offline ONNX Runtime optimization "
+                           "(ORT_ENABLE_EXTENDED) not used for digits.onnx: no samples")
+
+
+def test_a_renamed_output_is_not_faithful(digits_onnx, tmp_path):
+    src = digits_onnx / "digits.onnx"
+    model = onnx.load(str(src))
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = ["renamed" if o == old else o for o in node.output]
+    model.graph.output[0].name = "renamed"
+    other = tmp_path / "renamed.onnx"
+    onnx.save(model, str(other))
+    x = np.load(digits_onnx / "data" / "calibration.npz")["input"][:2]
+    assert compare(src, other, [{"input": x}]) == f"outputs are named ['renamed'] instead of ['{old}']"
+    assert compare(src, src, [{"input": x}]) is None

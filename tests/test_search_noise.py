@@ -109,10 +109,11 @@ def test_a_burst_at_the_end_does_not_undo_int8(digits, tmp_path):
     assert not any(c["stage"] == "conservative" for c in r.candidates)
 
 
-def test_int8_slower_in_every_timing_falls_back_unless_a_size_limit_forbids_it(digits, tmp_path):
+def test_int8_slower_in_every_timing_falls_back_even_when_a_size_limit_then_fails(digits, tmp_path):
     """INT8 is slower than FP32 in every timing and dynamic INT8 is faster: the fallback ships
-    dynamic INT8, unless the device's min_size_ratio (which dynamic INT8, leaving the convolutions
-    in float, cannot meet) forbids it."""
+    dynamic INT8, also when the device's min_size_ratio (which dynamic INT8, leaving the
+    convolutions in float, cannot meet) is set: the slower INT8 no longer ships to meet a size
+    limit, the gate fails on that limit and the verdict says so."""
 
     def script(s, ka, kb, vs_fp32):
         if not vs_fp32:
@@ -122,30 +123,50 @@ def test_int8_slower_in_every_timing_falls_back_unless_a_size_limit_forbids_it(d
     path = digits[0]
     _, free = run(digits, tmp_path / "free", script, per_channel=True)
     assert free.chosen.cfg.precision == "int8-dynamic"
-    assert free.verdict.startswith("static INT8 (best found) was slower than FP32")
+    assert free.verdict.startswith("static INT8 (best found) measured 0.70x FP32 here")
     dynamic_ratio = path.stat().st_size / free.chosen.path.stat().st_size
     # a size limit just above what dynamic INT8 reaches (static INT8 quantizes the convolutions too)
     limit = round(dynamic_ratio * 1.1, 2)
     size_limit = {"min_size_ratio": Limit("min_size_ratio", limit, "policy.yml", 5)}
     _, bound = run(digits, tmp_path / "bound", script, limits=size_limit, per_channel=True)
-    assert bound.chosen.cfg.precision == "int8"
-    assert path.stat().st_size / bound.chosen.path.stat().st_size > limit
-    assert f"int8-dynamic would break the device's min_size_ratio {limit:g}" in bound.verdict
-    assert any(c["stage"] == "conservative" for c in bound.candidates)   # measured, not shipped
+    assert bound.chosen.cfg.precision == "int8-dynamic"
+    assert f"does not meet the device's min_size_ratio {limit:g}" in bound.verdict
+    assert bound.extra["fallback"]["limits_not_met"][0].startswith(f"min_size_ratio {limit:g}")
 
 
-def test_fp32_never_replaces_int8_when_min_speedup_is_above_one(digits, tmp_path):
+def test_slower_int8_never_ships_even_when_min_speedup_is_above_one(digits, tmp_path):
+    """Every timing says static INT8 (and dynamic INT8) is slower than FP32: the FP32 floor
+    ships, with min_speedup 1.1 set too (the old rule shipped the slower INT8 then), and the
+    verdict and the record say why INT8 lost."""
+
     def script(s, ka, kb, vs_fp32):
         if not vs_fp32:
             return 1.0
-        return {"int8": 0.9, "int8-s8": 0.9}.get(kb, 0.95)     # nothing beats FP32
+        return {"int8": 0.78, "int8-s8": 0.78}.get(kb, 0.95 if kb != "fp32" else 1.04)
 
     _, r = run(digits, tmp_path, script, per_channel=True)
-    assert r.chosen.cfg.precision == "fp32"                    # no speed limit: FP32 is right
+    assert r.chosen.cfg.precision == "fp32"                    # the floor, not INT8
     speed = {"min_speedup": Limit("min_speedup", 1.1, "policy.yml", 4)}
-    _, r2 = run(digits, tmp_path / "speed", script, limits=speed, per_channel=True)
-    assert r2.chosen.cfg.precision == "int8"
-    assert "FP32 (the model itself) cannot meet min_speedup 1.1" in r2.verdict
+    s2, r2 = run(digits, tmp_path / "speed", script, limits=speed, per_channel=True)
+    assert r2.chosen.cfg.precision == "fp32"
+    assert kind_of(r2.chosen.path) == "fp32"
+    assert r2.verdict.startswith("static INT8 (best found) measured 0.78x FP32 here (3 timings, "
+                                 "every one slower); shipped the FP32 graph optimized offline by "
+                                 "ONNX Runtime (ORT_ENABLE_EXTENDED), 1.04x FP32")
+    assert "dynamic INT8 measured 0.95x" in r2.verdict
+    assert "does not meet the device's min_speedup 1.1 (the search measured 1.04x)" in r2.verdict
+    fb = r2.extra["fallback"]
+    assert fb["shipped"] == "fp32-floor" and fb["int8_speedup_vs_fp32"] == 0.78
+    assert len(fb["int8_timings_vs_fp32_ci95"]) == 3
+    assert all(ci[1] < 1.0 for ci in fb["int8_timings_vs_fp32_ci95"])
+    assert fb["why"] in r2.verdict
+    assert r2.extra["fp32_floor"]["optimized"] is True
+    # the floor is a verified optimized graph: it has ONNX Runtime's fused ops and exact outputs
+    floor_ops = {n.op_type for n in onnx.load(str(r2.chosen.path)).graph.node}
+    assert floor_ops & {"FusedConv", "FusedGemm"}
+    assert r2.chosen.quality.accuracy_drop_pp == 0 and r2.met is True
+    assert sum(c["chosen"] for c in r2.candidates) == 1
+    assert next(c for c in r2.candidates if c["chosen"])["stage"] == "fallback"
 
 
 def test_the_other_activation_type_ships_only_when_clearly_faster_twice(digits, tmp_path):

@@ -52,10 +52,15 @@ def session(path: Path, threads: int | None = None, level=None):
 
 def compare(reference: Path, candidate: Path, feeds: Iterable[dict], threads: int | None = None,
             reference_level=None) -> str | None:
-    """The first mismatch between two models on the given feeds ('sample i: ...'), or None.
+    """The first mismatch between two models (their output names, then their outputs on the
+    given feeds: 'sample i: ...'), or None.
     Each model is loaded in a fresh session (``reference_level``: the reference's graph
     optimization level, ONNX Runtime's default when None)."""
     a, b = session(reference, threads, reference_level), session(candidate, threads)
+    names = [o.name for o in a.get_outputs()]
+    got = [o.name for o in b.get_outputs()]
+    if got != names:                   # consumers read outputs by name
+        return f"outputs are named {got} instead of {names}"
     for i, feed in enumerate(feeds):
         why = mismatch(a.run(None, feed), b.run(None, feed))
         if why:

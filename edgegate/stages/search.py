@@ -2,24 +2,32 @@
 
 Levels (QuantizationSpec.level):
 - conservative: FP16 and dynamic INT8 (weights INT8, activations quantized at run time) are
-  measured against FP32; the fastest that meets the budget ships, FP32 when none is faster.
-- balanced (default): static INT8; when all-INT8 misses the budget, other calibration methods
-  and weight granularities are tried, then the layers the blame table ranks worst are kept in
-  float one by one until the budget is met; finally every remaining INT8 layer whose
-  quantization measurably slows the target is put back in float.
+  measured against FP32; the fastest that meets the budget ships, else the FP32 floor.
+- balanced (default), in this order: static INT8 with the activation type measured; weight
+  granularity; when all-INT8 misses the budget, other calibration methods, then the layers the
+  blame table ranks worst kept in float one by one until the budget is met; the speed passes
+  (stages/speed_pass.py): each op class (depthwise Conv, pointwise Conv, MatMul, ...) whose INT8
+  measurably slows the target goes back to float as a whole, then each remaining layer; when
+  MatMul/Gemm hold most of the MACs, dynamic INT8 is measured against that static configuration
+  and replaces it when clearly faster within the budget.
 - aggressive: static INT8 wherever it is measured faster, whatever the accuracy.
+
+The FP32 floor (stages/floor.py) is the model with ONNX Runtime's offline graph optimizations,
+verified against the source outputs. When the INT8 configuration found is slower than FP32 in
+every timing, the fastest faithful artifact measured ships instead (dynamic INT8 when the model
+has MatMul/Gemm, else the floor), even when it cannot meet a size limit or min_speedup: the
+gate then fails on that limit, and the verdict says why INT8 lost. Nothing slower than FP32
+ships when something faster and faithful was measured.
 
 Nothing is assumed faster: every speed decision comes from an interleaved measurement on this
 host. Every candidate tried is recorded with its configuration, latency and quality. The
 machine may be shared, so every decision taken on speed keeps the default (the device's
-precision, the runtime's recommended activation type, per-channel weights, a layer in INT8)
-unless the other choice wins in two independent timings, and a fallback from INT8 never breaks a
-limit that does not depend on timing (size, or min_speedup for plain FP32).
+precision, the runtime's recommended activation type, per-channel weights, static INT8, a layer
+or op class in INT8) unless the other choice wins in two independent timings.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,40 +41,16 @@ from edgegate.data.sources import Dataset
 from edgegate.errors import ConversionError
 from edgegate.stages.analyze import node_macs
 from edgegate.stages.benchmark import PairTiming, benchmark_pair
-
-# A layer goes back to float for speed only when the whole 95% interval of the speedup is above
-# this, in two independent interleaved measurements: noise must never change what ships.
-SPEED_MARGIN = 1.03
+from edgegate.stages.candidates import Built, Cfg, name
+from edgegate.stages.fallback import dynamic_step, fallback, fastest_faithful
+from edgegate.stages.floor import OPTIMIZED, fp32_floor
 from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, float_only_nodes, quantize
-from edgegate.stages.sensitivity import Budget, Quality, Scorer, budget_for, layer_blame
+from edgegate.stages.sensitivity import Budget, Scorer, budget_for, layer_blame
+from edgegate.stages.speed_pass import SPEED_MARGIN, class_pass, class_summary, layer_pass
 
 METHOD_ORDER = ("minmax", "percentile", "entropy")
 INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
                "QLinearMatMul", "QLinearConv"}
-
-
-@dataclass(frozen=True)
-class Cfg:
-    precision: str = "int8"              # int8 | fp16 | int8-dynamic | fp32
-    activation_type: str = "uint8"
-    method: str = "minmax"
-    per_channel: bool = True
-    excluded: tuple[str, ...] = ()       # compute nodes kept in float by the search
-
-    def to_dict(self) -> dict:
-        if self.precision != "int8":
-            return {"precision": self.precision}
-        return {"precision": "int8", "activation_type": self.activation_type,
-                "calibration_method": self.method, "per_channel": self.per_channel,
-                "kept_in_float": list(self.excluded)}
-
-
-@dataclass
-class Built:
-    cfg: Cfg
-    path: Path
-    quality: Quality | None = None
-    record: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -133,6 +117,7 @@ class PrecisionSearch:
         self._n = 0
         self.timed_out_at: str | None = None
         self.vs_fp32: dict[Path, list[list[float]]] = {}
+        self.floor_note: str | None = None
 
     # ------------------------------------------------------------------ building and measuring
 
@@ -157,8 +142,8 @@ class PrecisionSearch:
         elif cfg.precision == "int8-dynamic":
             from edgegate.stages.quantize import quantize_dynamic_int8
             quantize_dynamic_int8(self.model_path, path, self.display)
-        else:
-            shutil.copyfile(self.model_path, path)
+        else:       # the FP32 floor: ONNX Runtime's offline graph optimization, verified
+            path, self.floor_note = fp32_floor(self.model_path, path, self.calibration, self.display)
         return path
 
     def time_pair(self, a: Path, b: Path) -> PairTiming:
@@ -188,6 +173,8 @@ class PrecisionSearch:
                        speedup_ci95=[round(v, 3) for v in pair.speedup_ci95])
         else:
             rec["latency_p50_ms"] = None
+        if cfg.precision == "fp32":
+            rec["floor"] = self.floor_note
         if note:
             rec["note"] = note
         built.record = rec
@@ -214,41 +201,49 @@ class PrecisionSearch:
             return self._conservative()
         return self._int8(level)
 
-    def _conservative(self, level: str = "conservative", note: str = "") -> SearchResult:
-        tried, kept = [], {}
-        fp32 = Built(Cfg("fp32"), self.build(Cfg("fp32")))
-        for precision in ("fp16", "int8-dynamic"):
-            if self._out_of_time("conservative"):
-                break
-            try:
-                tried.append(self.candidate(Cfg(precision), "conservative"))
-            except Exception as exc:    # a converter that is missing or fails is recorded, not fatal
-                self.candidates.append({"id": len(self.candidates) + 1, "stage": "conservative",
-                                        "config": {"precision": precision}, "latency_p50_ms": None,
-                                        "note": f"not measurable: {str(exc)[:200]}"})
-        good = [b for b in tried if self._meets(b) and b.record["speedup_ci95"][0] > 1.0]
-        if good:
-            chosen = max(good, key=lambda b: b.record["speedup_vs_fp32"])
-            verdict = (f"met: {chosen.cfg.precision} is {chosen.record['speedup_vs_fp32']:.2f}x FP32 "
-                       f"here within the budget")
-            met = True
+    def _conservative(self) -> SearchResult:
+        floor = self.candidate(Cfg("fp32"), "conservative")
+        tried = [self._try(Cfg(p), "conservative") for p in ("fp16", "int8-dynamic")
+                 if not self._out_of_time("conservative")]
+        chosen = fastest_faithful(self, floor, [b for b in tried if b is not None])
+        speed = chosen.record["speedup_vs_fp32"]
+        if chosen is not floor:
+            verdict = f"met: {chosen.cfg.precision} is {speed:.2f}x FP32 here within the budget"
         else:
-            chosen, met = fp32, True
-            verdict = "FP32 kept: neither FP16 nor dynamic INT8 was measurably faster than FP32 here " \
-                      "within the budget"
-        if note:
-            verdict = f"{note}; {verdict}"
-        for b in tried:
-            if b is not chosen:
+            verdict = (f"FP32 kept: neither FP16 nor dynamic INT8 was measurably faster than FP32 here "
+                       f"within the budget; shipped {self.floor_note}, {speed:.2f}x FP32")
+        for b in [floor, *tried]:
+            if b is not None and b is not chosen:
                 self._drop(b)
-        if chosen is not fp32:
-            self._drop(fp32)
+        int8, fp16 = self._nodes_of(chosen)
+        return self._result(chosen, "conservative", True, verdict, [], {}, int8, fp16,
+                            extra={"fp32_floor": self._floor_record()})
+
+    def _try(self, cfg: Cfg, stage: str) -> Built | None:
+        """A timed candidate, or None (recorded) when its converter is missing or fails."""
+        try:
+            return self.candidate(cfg, stage)
+        except Exception as exc:    # a converter that is missing or fails is recorded, not fatal
+            self.candidates.append({"id": len(self.candidates) + 1, "stage": stage,
+                                    "config": cfg.to_dict(), "latency_p50_ms": None,
+                                    "note": f"not measurable: {str(exc)[:200]}"})
+            return None
+
+    def _floor_record(self) -> dict | None:
+        if self.floor_note is None:
+            return None
+        return {"optimized": self.floor_note == OPTIMIZED, "description": self.floor_note}
+
+    def _nodes_of(self, b: Built) -> tuple[list[str], list[str]]:
+        """(INT8 compute nodes, FP16 compute nodes) of a built candidate."""
         compute = [n for n, t in self.op_types.items() if t in COMPUTE_OPS]
-        int8 = self._dynamic_nodes(chosen.path) if chosen.cfg.precision == "int8-dynamic" else []
-        fp16 = compute if chosen.cfg.precision == "fp16" else []
-        if note:
-            kept.update({n: f"speed: {note}" for n in compute if n not in int8})
-        return self._result(chosen, level, met, verdict, [], kept, int8, fp16)
+        if b.cfg.precision == "int8-dynamic":
+            return self._dynamic_nodes(b.path), []
+        if b.cfg.precision == "fp16":
+            return [], compute
+        if b.cfg.precision == "int8":
+            return classify_nodes(onnx.load(str(b.path), load_external_data=False))[0], []
+        return [], []
 
     def _dynamic_nodes(self, path: Path) -> list[str]:
         model = onnx.load(str(path), load_external_data=False)
@@ -336,15 +331,22 @@ class PrecisionSearch:
                 row = next(r for r in blame if r["node"] == node)
                 kept[node] = _blame_reason(row, self.budget)
         current = best
-        # 5. speed: undo INT8 on every layer whose quantization measurably slows the target
+        # 5. speed: undo INT8 on every op class, then every layer, that measurably slows the target
         if level in ("balanced", "aggressive") and self._meets_or_any(current, level):
-            current = self._speed_pass(current, level, kept)
+            current = class_pass(self, current, level, kept)
+            current = layer_pass(self, current, level, kept)
+        final = self.final_timing(current)
+        # 6. balanced, MatMul/Gemm-heavy: dynamic INT8 measured against the static configuration
+        dynamic, dyn_info = None, None
+        if level == "balanced":
+            current, final, dynamic, dyn_info = dynamic_step(self, current, final)
+        if current.cfg.precision == "int8-dynamic":
+            kept = {n: why for n, why in kept.items() if not why.startswith(("speed", "accuracy"))}
+            int8 = self._dynamic_nodes(current.path)
+            kept.update({n: "dynamic INT8 (chosen by measurement) quantizes MatMul/Gemm only"
+                         for n, t in self.op_types.items()
+                         if t in COMPUTE_OPS and n not in int8 and n not in kept})
         met = self.budget.met(current.quality)
-        final = self.timed_record(current.path)
-        if final["speedup_ci95"][1] < 1.0:
-            # like every speed decision, undoing INT8 needs a second, independent timing to agree
-            again = self.timed_record(current.path)
-            final["confirmation_speedup_ci95"] = again["speedup_ci95"]
         # INT8 counts as slower only when every timing of this configuration against FP32 in the
         # search (at least two) puts the whole interval below 1: timings that disagree mean the
         # machine's load moved, not the model, and the device's configured precision stays
@@ -352,35 +354,37 @@ class PrecisionSearch:
         final["timings_vs_fp32_ci95"] = evidence
         slower = len(evidence) >= 2 and all(ci[1] < 1.0 for ci in evidence)
         if final["speedup_ci95"][1] < 1.0 and not slower:
-            final["note"] = "not slower in every timing against FP32: static INT8 kept"
-        kept_note = ""
+            final["note"] = f"not slower in every timing against FP32: {name(current.cfg)} kept"
+        late_note = ""
         if slower and not self._out_of_time("fallback"):
-            # static INT8 is measurably slower than FP32 here: try the other precisions
-            alt = self._conservative(level, note="static INT8 (best found) was slower than FP32 here "
-                                                 f"({final['speedup_vs_fp32']:.2f}x)")
-            blocked = self._fallback_blocked(alt.chosen)
-            if blocked:
-                # the fallback could only change the verdict for the worse on a limit that does
-                # not depend on timing: the INT8 artifact ships and the gate's own measurement
-                # (longer, confirmed when it fails) decides
-                self._drop(alt.chosen)
-                kept_note = (f"static INT8 measured slower than FP32 here in every search timing "
-                             f"({final['speedup_vs_fp32']:.2f}x), but {blocked}, so INT8 ships and "
-                             "the gate's measurement decides")
-            else:
-                self._drop(current)
-                alt.blame = blame
-                alt.extra.update(int8_final_timing=final, final_timing=alt.chosen.record or None)
-                return alt
+            return fallback(self, current, final, level, blame, dynamic, dyn_info, ranges)
+        if slower:
+            late_note = (f"{name(current.cfg)} measured slower than FP32 here in every search timing "
+                         f"({final['speedup_vs_fp32']:.2f}x), but the time budget ran out before "
+                         "the FP32 floor could be measured")
+        self._drop(dynamic if dynamic is not current else None)
         verdict = self._verdict(current, met, level, final.get("speedup_vs_fp32"))
-        if kept_note:
-            verdict = f"{verdict}; {kept_note}"
-        q_nodes, _ = classify_nodes(onnx.load(str(current.path), load_external_data=False))
-        extra = {"final_timing": final, "calibration_ranges": ranges}
+        if current.cfg.precision == "int8-dynamic":
+            verdict = f"dynamic INT8 chosen by measurement: {dyn_info['why']}; {verdict}"
+        if late_note:
+            verdict = f"{verdict}; {late_note}"
+        q_nodes, _ = self._nodes_of(current)
+        extra = {"final_timing": final, "calibration_ranges": ranges,
+                 "speed_classes": class_summary(self.candidates)}
+        if dyn_info:
+            extra["dynamic_int8"] = dyn_info
         if spec.calibration_method is None and not ranges and level == "balanced":
             extra["calibration_method_note"] = (f"{current.cfg.method} kept: it met the budget, and the "
                                                 "method changes ranges, not speed")
         return self._result(current, level, met, verdict, blame, kept, q_nodes, [], extra=extra)
+
+    def final_timing(self, b: Built) -> dict:
+        """The configuration timed against FP32; a second, independent timing when it looks slower
+        (like every speed decision, undoing INT8 needs two timings to agree)."""
+        final = self.timed_record(b.path)
+        if final["speedup_ci95"][1] < 1.0:
+            final["confirmation_speedup_ci95"] = self.timed_record(b.path)["speedup_ci95"]
+        return final
 
     def _size_breaks(self, path: Path) -> str | None:
         size = path.stat().st_size
@@ -388,15 +392,6 @@ class PrecisionSearch:
             return f"min_size_ratio {self.min_size_ratio:g} (it would be {self.size_before / size:.2f}x)"
         if self.max_size_bytes and size > self.max_size_bytes:
             return f"max_size_mb {self.max_size_bytes / 1e6:g} (it would be {size / 1e6:.2f} MB)"
-        return None
-
-    def _fallback_blocked(self, alt: Built) -> str | None:
-        """Why the FP32/FP16/dynamic fallback must not replace static INT8 here, if it must not."""
-        if alt.cfg.precision == "fp32" and self.min_speedup is not None and self.min_speedup > 1.0:
-            return f"FP32 (the model itself) cannot meet min_speedup {self.min_speedup:g}"
-        broken = self._size_breaks(alt.path)
-        if broken:
-            return f"{alt.cfg.precision} would break the device's {broken}"
         return None
 
     def _meets_or_any(self, b: Built, level: str) -> bool:
@@ -419,12 +414,14 @@ class PrecisionSearch:
         self._drop(a if win is b else b)
         return win
 
-    def _clearly_faster(self, current: Built, other: Built) -> bool:
+    def _clearly_faster(self, current: Built, other: Built, current_speedup: float | None = None
+                        ) -> bool:
         """Is ``other`` clearly faster than ``current``? Only when their timings against FP32
         suggest a margin and then two independent head-to-head interleaved timings both put the
         whole 95% interval of the speedup above SPEED_MARGIN. Otherwise the current (default)
         configuration stays, so that what ships does not depend on a burst of load."""
-        if other.record.get("speedup_vs_fp32", 0) <= SPEED_MARGIN * current.record.get("speedup_vs_fp32", 0):
+        base = current.record.get("speedup_vs_fp32", 0) if current_speedup is None else current_speedup
+        if other.record.get("speedup_vs_fp32", 0) <= SPEED_MARGIN * base:
             return False
         checks = []
         for _ in range(2):
@@ -439,51 +436,6 @@ class PrecisionSearch:
         other.record["note"] = (f"not clearly faster than candidate {current.record.get('id')} "
                                 f"head to head (needs the 95% interval above {SPEED_MARGIN:g}x twice)")
         return False
-
-    def _speed_pass(self, current: Built, level: str, kept: dict[str, str]) -> Built:
-        q_nodes, _ = classify_nodes(onnx.load(str(current.path), load_external_data=False))
-        for node in sorted(q_nodes, key=lambda n: self.macs.get(n, 0)):
-            if self._out_of_time("speed"):
-                break
-            cfg = replace(current.cfg, excluded=current.cfg.excluded + (node,))
-            path = self.build(cfg)
-            pair = self.timed(current.path, path)
-            rec = {"id": len(self.candidates) + 1, "stage": "speed", "config": cfg.to_dict(),
-                   "latency_p50_ms": round(pair.after.p50_ms, 4),
-                   "latency_p50_ms_previous": round(pair.before.p50_ms, 4),
-                   "speedup_vs_previous": round(pair.speedup, 3),
-                   "speedup_ci95": [round(v, 3) for v in pair.speedup_ci95]}
-            self.candidates.append(rec)
-            if pair.speedup_ci95[0] <= SPEED_MARGIN:   # not clearly faster in float: keep INT8
-                rec["accepted"] = False
-                path.unlink(missing_ok=True)
-                continue
-            if self._size_breaks(path):
-                rec["accepted"] = False
-                rec["note"] = "faster in float, but the artifact would break the device's size limit"
-                path.unlink(missing_ok=True)
-                continue
-            # a second, independent interleaved measurement must agree before a layer is undone:
-            # one timing on a shared machine can be skewed by a burst of load on the other core
-            again = self.timed(current.path, path)
-            rec["confirmation_speedup_ci95"] = [round(v, 3) for v in again.speedup_ci95]
-            if again.speedup_ci95[0] <= SPEED_MARGIN:
-                rec["accepted"] = False
-                rec["note"] = "not confirmed by a second measurement"
-                path.unlink(missing_ok=True)
-                continue
-            trial = Built(cfg, path, self.scorer.score(path), rec)
-            rec.update(trial.quality.to_dict(), meets_budget=self.budget.met(trial.quality))
-            if level == "balanced" and not self._meets(trial):
-                rec["accepted"] = False
-                self._drop(trial)
-                continue
-            rec["accepted"] = True
-            kept[node] = (f"speed: INT8 was slower here ({pair.after.p50_ms:.3f} ms in float vs "
-                          f"{pair.before.p50_ms:.3f} ms quantized, model latency)")
-            self._drop(current)
-            current = trial
-        return current
 
     def _verdict(self, b: Built, met: bool | None, level: str, speed: float | None) -> str:
         q, budget = b.quality, self.budget

@@ -79,8 +79,13 @@ class OnnxRuntimeTarget:
                        for c in result.candidates if c["stage"] == "activation_type"]
         kept = [{"node": n, "op_type": result.op_types.get(n), "reason": why}
                 for n, why in result.kept.items()]
+        floor = result.extra.get("fp32_floor") or {}
+        fallback = result.extra.get("fallback") or {}
+        method = _METHOD_NAMES[cfg.precision]
+        if cfg.precision == "fp32" and floor.get("optimized"):
+            method = _FLOOR_METHOD
         quant = {
-            "method": _METHOD_NAMES[cfg.precision], "level": result.level,
+            "method": method, "level": result.level,
             "activation_type": cfg.activation_type if cfg.precision == "int8" else None,
             "weight_type": spec.weight_type if cfg.precision.startswith("int8") else None,
             "per_channel": cfg.per_channel if cfg.precision == "int8" else None,
@@ -93,6 +98,8 @@ class OnnxRuntimeTarget:
             "compute_nodes_total": len(compute),
             "int8_mac_share": coverage["int8"], "precision_coverage": coverage,
             "macs_total": total, "blame": result.blame,
+            # a plain sentence when the INT8 configuration lost to something faster and faithful
+            "why_not_int8": fallback.get("why"),
             "search": {"level": result.level, "budget": result.budget.to_dict(), "met": result.met,
                        "verdict": result.verdict, "time_budget_s": spec.search_time_s,
                        "elapsed_s": search.elapsed_s(), "timed_out": search.timed_out_at is not None,
@@ -117,6 +124,8 @@ class OnnxRuntimeTarget:
                 notes.append(f"{mine['activation_type']} activations chosen by measurement here: "
                              f"{mine['latency_p50_ms']:.3f} ms vs {other['latency_p50_ms']:.3f} ms "
                              f"for {other['activation_type']}")
+        if fallback.get("why"):
+            notes.append(fallback["why"])
         return Compiled(artifact=final, precision=precision, format="onnx", baseline=job.source_path,
                         quantization=quant, notes=notes)
 
@@ -125,6 +134,7 @@ _METHOD_NAMES = {"int8": "onnxruntime.quantize_static (QDQ)",
                  "int8-dynamic": "onnxruntime.quantize_dynamic (MatMul/Gemm)",
                  "fp16": "onnxconverter-common float16 (FP32 inputs/outputs)",
                  "fp32": "none (FP32 kept)"}
+_FLOOR_METHOD = "none (FP32 kept), graph optimized offline by ONNX Runtime (ORT_ENABLE_EXTENDED)"
 
 
 # Ops that mean an artifact computes in integers somewhere (QDQ pairs, dynamic quantization)

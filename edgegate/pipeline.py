@@ -274,7 +274,7 @@ def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunConte
         model_path=p.optimized, source_path=p.source.onnx_path, info=p.info,
         calibration=p.data.calibration, evaluation=p.data.evaluation, device=device,
         quantization=_quantization(p.job, ctx.config, device), benchmark=ctx.config.benchmark,
-        workdir=dev_work, display=p.display, name=slug(p.name), source=p.source))
+        workdir=dev_work, display=p.display, name=slug(p.name), source=p.source, task=p.task))
     artifact = _publish_artifact(compiled.artifact, ctx.out_dir, p.name, device.id, compiled.precision)
     for extra in compiled.extra_files:     # e.g. build-engine.sh beside the artifact
         shutil.move(str(extra), artifact.with_name(f"{slug(p.name)}-{slug(device.id)}-{extra.name}"))

@@ -390,3 +390,51 @@ def test_whole_tensor_sqnr_and_cosine_on_noise_and_on_per_sample_shapes():
     info = TaskInfo("regression", False, "declared")
     det, _ = task_fidelity(info, boxes, [[b.copy() for b in boxes[0]]])
     assert det["top1_agreement"] is None and det["cosine_similarity"] == pytest.approx(1.0)
+
+
+def test_the_search_scores_a_detector_by_box_f1_as_the_gate_does(detector_onnx, tmp_path):
+    # The precision search judged every model by output 0's whole-tensor SQNR against its own 30 dB
+    # default, whatever the gate then checked: a detector whose class scores collapsed could meet
+    # the search's budget. It now scores candidates with the gate's task metrics and limits.
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgegate.config.load import Limit
+    from edgegate.data.sources import Dataset
+    from edgegate.stages.sensitivity import Scorer, budget_for
+    from edgegate.targets.onnxruntime import OrtRunner
+
+    path, x, _ = detector_onnx
+    ref = outputs_of(path, x)
+    graph = onnx.load(str(path))
+    shapes = [(v.name, tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim), "float32")
+              for v in (*graph.graph.input, *graph.graph.output)]
+    info = infer_task("auto", shapes[:1], shapes[1:], ref)
+    scorer = Scorer(path, Dataset({"images": x}, None, {}), lambda p: OrtRunner(p, 1), task=info)
+    assert scorer.primary == "box_f1" and not scorer.classes
+
+    def builtin(name, value):
+        return Limit(name, value, "built-in x86-cpu profile", None, builtin=True)
+
+    limits = {"min_box_f1": builtin("min_box_f1", 0.95), "min_top1_agreement": builtin("min_top1_agreement", 0.99),
+              "min_sqnr_db": builtin("min_sqnr_db", 20.0)}
+    budget = budget_for(limits, False, scorer.classes, scorer.primary)
+    assert (budget.kind, budget.value, budget.also) == ("box_f1", 0.95, ())
+
+    concat = next(n for n in graph.graph.node if n.output[0] == "output0")     # scores zeroed
+    graph.graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    graph.graph.node.append(helper.make_node("Mul", [concat.input[-1], "zero"], ["scores_zeroed"]))
+    concat.input[-1] = "scores_zeroed"
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))
+    q = scorer.score(broken)
+    gate, _ = task_fidelity(info, ref, outputs_of(broken, x))
+    assert q.box_f1 == gate["box_f1"] < 0.5 and q.sqnr_db == pytest.approx(gate["sqnr_db"])
+    assert budget.met(q) is False and budget.shortfall(q) > 0.45
+    assert budget.met(scorer.score(path)) is True
+    # a limit the repository sets applies to every model, as in the gate: it joins the budget
+    limits["min_cosine_similarity"] = Limit("min_cosine_similarity", 0.999, ".edgegate/policy.yml", 4)
+    assert [b.kind for b in budget_for(limits, False, False, "box_f1").also] == ["cosine_similarity"]
+    labelled = budget_for(limits, True, True, "top1_agreement")
+    assert labelled.kind == "accuracy_drop_pp"
+    assert [b.kind for b in labelled.also] == ["disagreement_pp", "cosine_similarity"]

@@ -43,9 +43,10 @@ from edgegate.stages.analyze import node_macs
 from edgegate.stages.benchmark import PairTiming, benchmark_pair
 from edgegate.stages.candidates import Built, Cfg, name
 from edgegate.stages.fallback import dynamic_step, fallback, fastest_faithful
+from edgegate.stages.fidelity import TaskInfo
 from edgegate.stages.floor import OPTIMIZED, fp32_floor
 from edgegate.stages.quantize import COMPUTE_OPS, classify_nodes, float_only_nodes, quantize
-from edgegate.stages.sensitivity import Budget, Scorer, budget_for, layer_blame
+from edgegate.stages.sensitivity import AT_LEAST, Budget, Scorer, budget_for, layer_blame
 from edgegate.stages.speed_pass import SPEED_MARGIN, class_pass, class_summary, layer_pass
 
 METHOD_ORDER = ("minmax", "percentile", "entropy")
@@ -85,7 +86,8 @@ class PrecisionSearch:
     def __init__(self, *, model_path: Path, baseline_path: Path, calibration: Dataset,
                  evaluation: Dataset, spec: QuantizationSpec, limits: dict, workdir: Path,
                  make_runner: Callable[[Path], object], activation_types: list[str],
-                 display: str = "", clock: Callable[[], float] = time.monotonic):
+                 display: str = "", clock: Callable[[], float] = time.monotonic,
+                 task: TaskInfo | None = None):
         self.model_path, self.baseline_path = model_path, baseline_path
         self.calibration, self.spec, self.workdir = calibration, spec, workdir
         self.make_runner, self.display, self.clock = make_runner, display, clock
@@ -102,9 +104,9 @@ class PrecisionSearch:
                         if n.op_type in COMPUTE_OPS and n.op_type in wanted and n.name
                         and n.name not in spec.exclude_nodes and n.name not in self.forced]
         del model
-        self.scorer = Scorer(baseline_path, evaluation, make_runner, spec.search_samples)
+        self.scorer = Scorer(baseline_path, evaluation, make_runner, spec.search_samples, task=task)
         labelled = self.scorer.accuracy_fp32 is not None
-        self.budget = budget_for(limits, labelled, self.scorer.classes)
+        self.budget = budget_for(limits, labelled, self.scorer.classes, self.scorer.primary)
         # size limits bound the speed pass: a layer kept in float for speed must not break them
         self.size_before = baseline_path.stat().st_size
         self.min_size_ratio = getattr(limits.get("min_size_ratio"), "value", None)
@@ -183,8 +185,11 @@ class PrecisionSearch:
 
     def _error(self, b: Built) -> float:
         q = b.quality
-        drop = q.accuracy_drop_pp if self.budget.kind == "accuracy_drop_pp" else q.disagreement_pp
-        return (drop if drop is not None else 0.0) * 1e3 + q.noise_ratio
+        if self.budget.kind in ("accuracy_drop_pp", "disagreement_pp"):
+            drop = q.accuracy_drop_pp if self.budget.kind == "accuracy_drop_pp" else q.disagreement_pp
+            return (drop if drop is not None else 0.0) * 1e3 + q.noise_ratio
+        short = self.budget.shortfall(q)      # box F1 / cosine / SQNR below the budget
+        return (max(short, 0.0) if short is not None else 0.0) * 1e3 + q.noise_ratio
 
     def _meets(self, b: Built) -> bool:
         return bool(self.budget.met(b.quality))
@@ -470,10 +475,15 @@ def _blame_reason(row: dict, budget: Budget) -> str:
         parts.append(f"{row['accuracy_drop_pp']:.2f} pp accuracy drop")
     elif row.get("disagreement_pp") is not None:
         parts.append(f"{row['disagreement_pp']:.2f} pp top-1 disagreement")
+    if row.get("box_f1") is not None:
+        parts.append(f"box F1 {row['box_f1']:.3f}")
+    if row.get("cosine_similarity") is not None and budget.kind == "cosine_similarity":
+        parts.append(f"cosine {row['cosine_similarity']:.4f}")
     if row.get("sqnr_db") is not None:
         parts.append(f"output SQNR {row['sqnr_db']:.1f} dB")
+    sign = "≥" if budget.kind in AT_LEAST else "≤"
     return (f"accuracy: quantized alone it causes {', '.join(parts) or 'the most output error'} "
-            f"(blame rank {row['rank']}); kept in float to meet {budget.kind} ≤ {budget.value:g}")
+            f"(blame rank {row['rank']}); kept in float to meet {budget.kind} {sign} {budget.value:g}")
 
 
 def range_change(a: Path, b: Path) -> dict:

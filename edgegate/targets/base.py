@@ -39,6 +39,7 @@ class CompileJob:
     display: str
     name: str
     source: Any = None            # the frontend's SourceModel (e.g. a torch module for Core ML)
+    task: Any = None              # stages.fidelity.TaskInfo: what the gate will judge fidelity by
 
 
 @dataclass

@@ -66,7 +66,7 @@ class OnnxRuntimeTarget:
             model_path=job.model_path, baseline_path=job.source_path, calibration=job.calibration,
             evaluation=job.evaluation, spec=spec, limits=dict(job.device.limits),
             workdir=job.workdir, make_runner=lambda p: OrtRunner(p, threads, job.display),
-            activation_types=_candidates(spec.activation_type), display=job.display)
+            activation_types=_candidates(spec.activation_type), display=job.display, task=job.task)
         result = search.run()
         chosen = result.chosen
         cfg = chosen.cfg

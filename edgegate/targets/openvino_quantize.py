@@ -166,7 +166,7 @@ def _blame(job, compute, macs, ov_ops, model, calibration, common, make_runner, 
     from edgegate.stages.sensitivity import Scorer, layer_blame
 
     spec = job.quantization
-    scorer = Scorer(fp32_dir, job.evaluation, make_runner, spec.search_samples)
+    scorer = Scorer(fp32_dir, job.evaluation, make_runner, spec.search_samples, task=job.task)
     candidates = [n for n in compute if n in ov_ops]
     counter = iter(range(len(candidates)))
 

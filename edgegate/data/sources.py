@@ -15,7 +15,7 @@ import numpy as np
 from edgegate.config.schema import CalibrationSpec, EvaluationSpec, ModelSpec, Preprocess
 from edgegate.data.arrays import load_arrays
 from edgegate.data.images import list_images, load_image_folder
-from edgegate.discover.paths import inside_workspace
+from edgegate.discover.paths import safe_path
 from edgegate.errors import ConfigError, InputError
 
 
@@ -70,7 +70,9 @@ def _display(root: Path, path: Path) -> str:
 def _read(spec: CalibrationSpec | EvaluationSpec, inputs: list[TensorSpec], root: Path,
           role: str, labels_name: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None, str, int]:
     assert spec.data is not None
-    path = inside_workspace(root, spec.data, what=f"{role} data path")
+    # the path guard: inside the repository, links followed; an image folder's every entry too
+    path = safe_path(root, spec.data, what=f"{role} data path", field=f"{role}.data",
+                     display=spec.data, tree=True)
     display = _display(root, path)
     if path.is_dir():
         target = spec.input or inputs[0].name

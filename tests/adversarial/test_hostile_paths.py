@@ -173,6 +173,7 @@ def _small_repo(tmp_path: Path) -> tuple[Path, Path]:
     outside.mkdir()
     (repo / "models").mkdir(parents=True)
     hostile.onnx_classifier(outside / "secret.onnx")
+    hostile.onnx_classifier(repo / "models/good.onnx")     # so the glob matches a file
     (repo / "edgegate.yml").write_text("version: 1\nmodels:\n  - path: models/*.onnx\n"
                                        "    calibration: {synthetic: true, samples: 4}\n")
     git(repo, "init", "-q", "-b", "main")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgegate.config.load import ResolvedDevice
 from edgegate.config.schema import Config, ModelSpec
-from edgegate.discover.paths import inside_workspace
+from edgegate.discover.paths import safe_path
 from edgegate.errors import EdgeGateError
 from edgegate.report.model import Artifact, CacheInfo, DeviceResult, ModelReport
 
@@ -38,9 +38,7 @@ def default_cache_dir(config: Config, root: Path, out_dir: Path, override: str |
     if override:
         return Path(override)
     if config.cache.dir:              # from the repository: it may not write outside it
-        from edgegate.discover.paths import inside_workspace
-
-        return inside_workspace(root, config.cache.dir, what="cache.dir")
+        return safe_path(root, config.cache.dir, what="cache.dir", field="cache.dir")
     if os.environ.get("EDGEGATE_CACHE_DIR"):
         return Path(os.environ["EDGEGATE_CACHE_DIR"])
     if os.environ.get("XDG_CACHE_HOME"):
@@ -54,12 +52,15 @@ def _sha256_file(path: Path, h) -> None:
             h.update(chunk)
 
 
-def content_sha256(path: Path) -> str:
-    """A file (with its .data sidecar) or a folder (every file, by relative path and content)."""
+def content_sha256(path: Path, root: Path | None = None) -> str:
+    """A file (with its .data sidecar) or a folder (every file, by relative path and content).
+    ``path`` has been through the path guard; with ``root`` the sidecar goes through it too."""
     h = hashlib.sha256()
     if path.is_file():
         _sha256_file(path, h)
         sidecar = path.with_name(path.name + ".data")
+        if root is not None and sidecar.is_symlink():
+            sidecar = safe_path(root, sidecar, what="external data file")
         if sidecar.is_file():
             h.update(b"\0sidecar\0")
             _sha256_file(sidecar, h)
@@ -79,7 +80,8 @@ def data_hashes(spec: ModelSpec, root: Path) -> dict[str, str]:
                        ("evaluation", spec.evaluation.data if spec.evaluation else None)):
         if data:
             try:
-                out[role] = content_sha256(inside_workspace(root, data, what=f"{role} data"))
+                out[role] = content_sha256(safe_path(root, data, what=f"{role} data path",
+                                                     field=f"{role}.data", tree=True), root)
             except EdgeGateError:
                 out[role] = "unreadable"
     return out

@@ -18,7 +18,7 @@ from edgegate.config.schema import Config, QuantizationSpec
 from edgegate.data.sources import ModelData, prepare_data
 from edgegate.discover import ModelJob
 from edgegate.discover.detect import check_not_lfs_pointer, detect_framework
-from edgegate.discover.paths import inside_workspace
+from edgegate.discover.paths import safe_path
 from edgegate.errors import ConfigError, EdgeGateError, InputError, describe
 from edgegate.frontends import SourceModel, load_frontend
 from edgegate.frontends.export_check import check_on_data
@@ -147,7 +147,7 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         try:
-            path = _model_path(job, ctx.root)
+            path = guarded_model_path(job, ctx.root)
             check_not_lfs_pointer(path, display)
             if not path.exists():
                 raise InputError("model file not found", file=display,
@@ -187,6 +187,8 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
                               detection_layout(job.spec.detection, out_names, display))
             progress.step(f"{name}: task {task.task} ({task.why})")
         except EdgeGateError as exc:
+            if not exc.file:             # e.g. a bad count in this model's entry: name the model
+                exc.file = display
             progress.warn(f"{name}: {exc.full}")
             return ModelReport(**base, status="error", error=_error(exc))
         except Exception as exc:  # a bug or a toolchain crash: contained to this model
@@ -228,10 +230,11 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
-def _model_path(job: ModelJob, root: Path) -> Path:
-    if Path(job.path).is_absolute():       # an explicit path typed by the user
-        return Path(job.path)
-    return inside_workspace(root, job.path, what="model path")
+def guarded_model_path(job: ModelJob, root: Path) -> Path:
+    """The model file (or SavedModel folder, every entry checked) through the one path guard:
+    inside the repository with links followed, a regular file or folder (a FIFO is refused
+    without being opened). Paths typed on the command line are held to the same rule."""
+    return safe_path(root, job.path, what="model path", field="path", display=job.path, tree=True)
 
 
 def _clean(info: dict) -> dict:
@@ -333,7 +336,7 @@ def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunConte
 
 def _source_size(job: ModelJob, root: Path) -> int | None:
     try:
-        return size_of(_model_path(job, root))
+        return size_of(guarded_model_path(job, root))
     except (EdgeGateError, OSError):
         return None
 

@@ -13,7 +13,8 @@ from edgegate.cache import ResultCache, content_sha256, data_hashes, result_key
 from edgegate.config.schema import Config
 from edgegate.discover import ModelJob, spec_for
 from edgegate.errors import EdgeGateError
-from edgegate.pipeline import RunContext, devices_for, gate_model, model_name, slug
+from edgegate.pipeline import (RunContext, devices_for, gate_model, guarded_model_path, model_name,
+                               slug)
 from edgegate.policy.check import check_result, model_status
 from edgegate.report.model import CacheInfo, ModelReport
 
@@ -28,11 +29,13 @@ class CacheUse:
 
 
 def _keys(job: ModelJob, ctx: RunContext, use: CacheUse) -> dict[str, str] | None:
-    path = Path(job.path) if Path(job.path).is_absolute() else ctx.root / job.path
-    if use.cache is None or not path.exists():
+    if use.cache is None:
         return None
     try:
-        sha = content_sha256(path)
+        path = guarded_model_path(job, ctx.root)    # the path guard first: nothing is hashed outside
+        if not path.exists():
+            return None
+        sha = content_sha256(path, ctx.root)
         data = data_hashes(job.spec, ctx.root)
         return {d: result_key(sha, ctx.devices[d], job.spec, ctx.config, data, use.tools, use.machine)
                 for d in devices_for(job, ctx.config) if d in ctx.devices}

@@ -146,6 +146,22 @@ def _policy_reasons(discovery: Discovery, config, applied: dict[str, ResolvedDev
     return reasons
 
 
+def write_error_report(exc: EdgeGateError, out_dir: Path, clock: Callable[[], str] = _now) -> Report:
+    """The report of a run that stopped before gating anything (edgegate.yml refused or
+    unreadable): one run-level error, written like any other report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors = [ErrorInfo(**describe(exc))]
+    report = Report(edgegate_version=__version__, created_at=clock(),
+                    verdict=verdict_of([], errors, []), exit_code=exit_code_for([], errors, []),
+                    commits={"base": None, "head": None}, toolchain=toolchain(), machine=machine(),
+                    policy_files=[], models=[], removed=[], unchanged=[], errors=errors,
+                    policy_changes=[], carried=[], only=[],
+                    disk=DiskUsage(artifact_bytes_total=0, work_bytes_peak=0, work_dir_removed=True))
+    write_report(report, out_dir / "report.json")
+    write_rendered(report, out_dir)
+    return report
+
+
 def _disk_usage(out_dir: Path, ctx: RunContext | None, keep_workdir: bool) -> DiskUsage:
     """Remove OUT/.work (unless --keep-work) and record what the run wrote."""
     work = out_dir / ".work"

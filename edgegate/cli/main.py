@@ -57,9 +57,19 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
     from edgegate.run import RunOptions, run_gate
 
     progress = make_progress(quiet or as_json)
+    out = Path(out_dir)
     try:
         loaded = _load(config_path, models)
-        out = Path(out_dir)
+    except EdgeGateError as exc:          # edgegate.yml refused: the report still says why
+        from edgegate.run import write_error_report
+
+        try:
+            write_error_report(exc, out)
+        except OSError:                   # an unwritable --out: the error below is still the news
+            pass
+        _fail(exc)
+        return
+    try:
         if head:
             from edgegate.discover.git import Git
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,9 +104,14 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path, root: str | Path | None = None) -> LoadedConfig:
+    """edgegate.yml; the repository root is its folder (as named: a link to a file elsewhere is
+    refused by the path guard, never followed to make 'elsewhere' the root)."""
+    from edgegate.discover.paths import safe_path
+
     path = Path(path)
-    root = Path(root) if root is not None else path.resolve().parent
+    root = Path(root) if root is not None else Path(os.path.abspath(path)).parent
     display = _display(path, root)
+    safe_path(root, path, what="configuration file", display=display)
     doc = load_yaml(path, display=display)
     return LoadedConfig(config=_validate(Config, doc), source=doc, root=root)
 
@@ -117,7 +123,7 @@ def load_policy(path: str | Path, display: str | None = None) -> tuple[PolicyFil
 
 def _display(path: Path, root: Path) -> str:
     try:
-        return str(path.resolve().relative_to(root.resolve()))
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
     except ValueError:
         return str(path)
 
@@ -209,10 +215,10 @@ def policy_stack(loaded: LoadedConfig | None, override: str | Path | None = None
     stack = builtin_profiles()
     if loaded is not None and loaded.config.policy:
         line = loaded.source.line_of(("policy",))
-        from edgegate.discover.paths import inside_workspace
+        from edgegate.discover.paths import safe_path
 
-        policy_path = inside_workspace(loaded.root, loaded.config.policy, what="policy path",
-                                       source=loaded.source.file, line=line)
+        policy_path = safe_path(loaded.root, loaded.config.policy, what="policy path",
+                                field="policy", source=loaded.source.file, line=line)
         if not policy_path.is_file():
             raise ConfigError("policy file not found", file=loaded.source.file, line=line,
                               field="policy", value=loaded.config.policy,

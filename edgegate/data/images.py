@@ -63,7 +63,17 @@ def load_image_folder(folder: Path, display: str, pre: Preprocess, indices: list
                          fix=f"put images ({', '.join(IMAGE_SUFFIXES[:4])}, ...) in it, "
                              "optionally one sub-folder per class")
     chosen = indices if indices is not None else list(range(len(files)))
-    arrays = [load_image(files[i], pre, f"{display}/{files[i].relative_to(folder)}") for i in chosen]
+    from edgegate.data.arrays import memory_budget_bytes
+
+    budget = memory_budget_bytes()
+    arrays = []
+    for n, i in enumerate(chosen):
+        arrays.append(load_image(files[i], pre, f"{display}/{files[i].relative_to(folder)}"))
+        if n == 0 and arrays[0].nbytes * len(chosen) * 2 > budget:   # the list, then the stack
+            raise InputError(f"{len(chosen):,} images of {arrays[0].nbytes:,} bytes each (after "
+                             f"preprocessing) exceed the memory budget of {budget:,} bytes",
+                             file=display, fix="use fewer images (samples:) or a smaller "
+                                               "preprocess.resize")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise InputError(f"images have different sizes after preprocessing: {sorted(shapes)[:3]}",

@@ -13,9 +13,9 @@ from typing import Iterator
 import numpy as np
 
 from edgegate.config.schema import CalibrationSpec, EvaluationSpec, ModelSpec, Preprocess
-from edgegate.data.arrays import load_arrays
+from edgegate.data.arrays import load_arrays, memory_budget_bytes
 from edgegate.data.images import list_images, load_image_folder
-from edgegate.discover.paths import inside_workspace
+from edgegate.discover.paths import safe_path
 from edgegate.errors import ConfigError, InputError
 
 
@@ -70,7 +70,9 @@ def _display(root: Path, path: Path) -> str:
 def _read(spec: CalibrationSpec | EvaluationSpec, inputs: list[TensorSpec], root: Path,
           role: str, labels_name: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None, str, int]:
     assert spec.data is not None
-    path = inside_workspace(root, spec.data, what=f"{role} data path")
+    # the path guard: inside the repository, links followed; an image folder's every entry too
+    path = safe_path(root, spec.data, what=f"{role} data path", field=f"{role}.data",
+                     display=spec.data, tree=True)
     display = _display(root, path)
     if path.is_dir():
         target = spec.input or inputs[0].name
@@ -144,12 +146,26 @@ def _conform(arrays: dict[str, np.ndarray], inputs: list[TensorSpec], display: s
     return out, squeeze
 
 
+def _synthetic_shape(spec: TensorSpec, n: int) -> list[int]:
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+    return [n] + shape[1:] if shape else [n]
+
+
 def _synthetic(inputs: list[TensorSpec], n: int, seed: int) -> dict[str, np.ndarray]:
+    budget = memory_budget_bytes()
+    # float64 draws, then the model's dtype: count both before anything is allocated
+    wanted = sum(int(np.prod(_synthetic_shape(s, n), dtype=object))
+                 * (8 + np.dtype(s.dtype).itemsize) for s in inputs)
+    if wanted > budget:
+        per_sample = max(1, wanted // n)
+        raise ConfigError(f"{n:,} synthetic samples need {wanted:,} bytes, over the memory budget "
+                          f"of {budget:,} bytes", field="calibration.samples", value=n,
+                          fix=f"ask for at most {budget // per_sample:,} samples "
+                              "(a few hundred calibrate well)")
     rng = np.random.default_rng(seed)
     out = {}
     for spec in inputs:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-        shape = [n] + shape[1:] if shape else [n]
+        shape = _synthetic_shape(spec, n)
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             out[spec.name] = rng.standard_normal(shape).astype(dtype)
@@ -174,6 +190,8 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
             raise InputError(f"metric '{evaluation.metric}' needs labels, but there is no "
                              f"'{evaluation.labels}' array", file=display,
                              fix="add the labels array, set evaluation.labels, or use metric: fidelity")
+        if labels is not None:
+            _check_labels(labels, evaluation.metric, evaluation.labels, display)
         arrays, squeeze = _conform(arrays, inputs, display)
         eval_ds = Dataset(arrays, labels, {"source": "file", "path": display, "total": total,
                                            "seed": evaluation.seed, "metric": evaluation.metric},
@@ -226,6 +244,25 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
     elif evaluation is not None:
         eval_ds = _sample(eval_ds, evaluation.samples, evaluation.seed)
     return ModelData(calib_ds, eval_ds, warnings)
+
+
+def _check_labels(labels: np.ndarray, metric: str, name: str | None, display: str) -> None:
+    """top1/top5 compare class indices, mse numbers: strings, objects or fractional 'classes'
+    are bad data, named with their dtype (not a crash in int('cat'))."""
+    if metric in ("top1", "top5"):
+        integral = labels.dtype.kind in "iub" or (
+            labels.dtype.kind == "f" and bool(np.all(np.isfinite(labels)))
+            and bool(np.all(labels == np.round(labels))))
+        if not integral:
+            raise InputError(f"labels array '{name}' is {labels.dtype}; metric '{metric}' needs "
+                             "integer class indices", file=display, field="evaluation.labels",
+                             value=str(labels.dtype),
+                             fix="save the labels as integers (0..classes-1), e.g. "
+                                 "np.unique(names, return_inverse=True)[1]")
+    elif metric == "mse" and labels.dtype.kind not in "iubf":
+        raise InputError(f"labels array '{name}' is {labels.dtype}; metric 'mse' needs numbers",
+                         file=display, field="evaluation.labels", value=str(labels.dtype),
+                         fix="save the targets as a float array")
 
 
 def _sample(ds: Dataset, samples: int | None, seed: int) -> Dataset:

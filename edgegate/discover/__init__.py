@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -100,13 +101,16 @@ def discover(config: Config, root: Path, git: Git | None, *, base: str | None = 
     if explicit:
         jobs = []
         for raw in explicit:
-            # paths typed on the command line are the user's own: they may lie outside the root
-            real = Path(raw) if Path(raw).is_absolute() else (Path.cwd() / raw)
-            real = real.resolve()
-            try:
-                rel = real.relative_to(root.resolve()).as_posix()
-            except ValueError:
-                rel = str(real)
+            # as typed (links not followed here): pipeline.guarded_model_path resolves it and
+            # refuses a path, or a link, that leads outside the repository
+            real = Path(os.path.abspath(raw))
+            rel = str(real)
+            for base in (Path(os.path.abspath(root)), root.resolve()):
+                try:
+                    rel = real.relative_to(base).as_posix()
+                    break
+                except ValueError:
+                    continue
             spec = spec_for(config, rel) or ModelSpec(path=rel)
             jobs.append(ModelJob(path=rel, spec=spec, change="explicit",
                                  why=("named on the command line",)))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgegate.discover.paths import safe_path
 from edgegate.errors import InputError, UnsafeInputError
 from edgegate.frontends import SourceModel
 
@@ -32,14 +33,19 @@ def safe_load(path: Path, display: str, root: Path | None = None) -> onnx.ModelP
                          file=display, fix="re-export the model")
     base = path.parent.resolve()
     limit = (root or base).resolve()
-    for tensor in _external_tensors(model):
+    for tensor in _external_tensors(model):          # subgraphs (If / Loop / Scan bodies) included
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (base / location).resolve()
-        if Path(location).is_absolute() or (target != limit and limit not in target.parents):
-            raise UnsafeInputError(
-                f"initializer '{tensor.name}' points its external data outside the repository",
-                file=display, value=location,
-                fix="keep external data files next to the model")
+        what = f"external data of initializer '{tensor.name}'"
+        if Path(location).is_absolute() or not location:
+            raise UnsafeInputError(f"the {what} leads outside the repository", file=display,
+                                   field="external_data.location", value=location,
+                                   fix="keep external data files next to the model")
+        # the path guard: inside the repository with links followed, a regular file (never a FIFO)
+        target = safe_path(limit, base / location, what=what, field="external_data.location",
+                           source=display, display=location)
+        if target.is_dir():
+            raise InputError(f"the {what} names a folder", file=display, value=location,
+                             fix="point it at the .onnx.data file next to the model")
         if not target.is_file():
             raise InputError(f"external data file for '{tensor.name}' is missing", file=display,
                              value=location, fix="commit the .onnx.data file next to the model")
@@ -53,14 +59,34 @@ def safe_load(path: Path, display: str, root: Path | None = None) -> onnx.ModelP
 
 
 def _external_tensors(model: onnx.ModelProto):
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+    """Every tensor stored as external data: the main graph's and every subgraph's (If branches,
+    Loop and Scan bodies, at any depth), initializers, sparse initializers and tensor attributes."""
+    for tensor in _graph_tensors(model.graph):
+        if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL:
             yield tensor
-    for node in model.graph.node:
+
+
+def _graph_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
         for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and \
-                    attr.t.data_location == onnx.TensorProto.EXTERNAL:
-                yield attr.t
+            yield from _attribute_tensors(attr)
+
+
+def _attribute_tensors(attr: onnx.AttributeProto):
+    if attr.HasField("t"):
+        yield attr.t
+    yield from attr.tensors
+    if attr.HasField("sparse_tensor"):
+        yield attr.sparse_tensor.values
+        yield attr.sparse_tensor.indices
+    if attr.HasField("g"):
+        yield from _graph_tensors(attr.g)
+    for sub in attr.graphs:
+        yield from _graph_tensors(sub)
 
 
 def check_graph(model: onnx.ModelProto, display: str) -> None:
@@ -138,8 +164,38 @@ def check_weights(model: onnx.ModelProto, display: str) -> None:
                              "(check the loss for divergence)")
 
 
+# Op domains the runtimes EdgeGate drives implement: ONNX's own and ONNX Runtime's contrib ops.
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft",
+                 "com.microsoft.nchwc", "com.microsoft.experimental", "com.ms.internal.nhwc"}
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
+def check_domains(model: onnx.ModelProto, display: str) -> None:
+    """An op of a custom domain (a custom-op library's) that no runtime here provides is the
+    model's error, named with its domain, before any runtime is asked to load it."""
+    local = {(f.domain, f.name) for f in model.functions}     # model-local functions are fine
+    for node in _all_nodes(model.graph):
+        if node.domain not in KNOWN_DOMAINS and (node.domain, node.op_type) not in local:
+            raise InputError(f"node '{node.name or node.op_type}' is op '{node.op_type}' of the "
+                             f"custom domain '{node.domain}', which no runtime EdgeGate gates on "
+                             "provides (ONNX and ONNX Runtime ops only)", file=display,
+                             value=f"{node.domain}:{node.op_type}",
+                             fix="export the model with standard ONNX ops (decompose the custom "
+                                 "op, or include it as a model-local ONNX function)")
+
+
 def check(model: onnx.ModelProto, display: str) -> None:
     check_graph(model, display)
+    check_domains(model, display)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

@@ -214,3 +214,71 @@ def snapshot(folder: Path, skip: Path | None = None) -> set[str]:
         for name in dirnames + filenames:
             out.add(str((here / name).relative_to(folder)))
     return out
+
+
+def onnx_classifier(path: Path, features: int = 4, classes: int = 3, seed: int = 0,
+                    image: tuple[int, int, int] | None = None) -> tuple[Path, np.ndarray]:
+    """A real tiny linear classifier (inputs [batch, features], or [batch, C, H, W] for
+    ``image``) and its weight, so data can be labelled by what the model computes."""
+    rng = np.random.default_rng(seed)
+    if image:
+        features = int(np.prod(image))
+    weight = rng.standard_normal((features, classes)).astype(np.float32)
+    nodes, x = [], "input"
+    if image:
+        nodes.append(helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"))
+        x = "flat"
+    nodes.append(helper.make_node("MatMul", [x, "W"], ["logits"], name="fc"))
+    graph = helper.make_graph(nodes, "tiny", [_io("input", ["batch", *(image or (features,))])],
+                              [_io("logits", ["batch", classes])],
+                              initializer=[numpy_helper.from_array(weight, "W")])
+    return _save(graph, path), weight
+
+
+def onnx_if_external(path: Path, location: str) -> Path:
+    """An If whose then-branch holds an initializer with external data at ``location``: the
+    location hides in a subgraph, not in the main graph's initializers."""
+    hidden = TensorProto(name="W_then", data_type=TensorProto.FLOAT, dims=[4, 4],
+                         data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+        entry = hidden.external_data.add()
+        entry.key, entry.value = key, value
+    w4 = [helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 4])]
+    then_branch = helper.make_graph([helper.make_node("Identity", ["W_then"], ["w"])], "then", [],
+                                    w4, initializer=[hidden])
+    else_branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"],
+                          value=numpy_helper.from_array(np.eye(4, dtype=np.float32)))],
+        "else", [], w4)
+    nodes = [helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True))),
+             helper.make_node("If", ["cond"], ["weight"], then_branch=then_branch,
+                              else_branch=else_branch, name="branch"),
+             helper.make_node("MatMul", ["x", "weight"], ["y"], name="mm")]
+    return _save(helper.make_graph(nodes, "if_external", [_io("x", [1, 4])], [_io("y", [1, 4])]),
+                 path)
+
+
+def onnx_custom_op(path: Path, op: str = "EdgeGateNoSuchOp", domain: str = "com.hostile") -> Path:
+    """A valid ONNX graph whose one node is an op of a custom domain no runtime provides."""
+    nodes = [helper.make_node(op, ["x"], ["y"], domain=domain, name="custom")]
+    model = helper.make_model(helper.make_graph(nodes, "custom", [_io("x", [1, 4])], [_io("y", [1, 4])]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def npz_huge_header(path: Path, name: str = "input", declared_bytes: int = 2 << 50,
+                    others: dict[str, np.ndarray] | None = None) -> Path:
+    """An .npz whose ``name`` member's .npy header declares ``declared_bytes`` (2 PiB) of float32
+    while the member holds 64 bytes: numpy would try to allocate all of it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (declared_bytes // 4,)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}.npy", buffer.getvalue() + b"\0" * 64)
+        for other, array in (others or {}).items():
+            zf.writestr(f"{other}.npy", npy_bytes(array))
+    return path

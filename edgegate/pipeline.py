@@ -25,6 +25,7 @@ from edgegate.frontends.export_check import check_on_data
 from edgegate.frontends.onnx import check_weights
 from edgegate.isolation import probe_model
 from edgegate.progress import Progress
+from edgegate.repo_code import check_spec_references
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
@@ -152,6 +153,7 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             if not path.exists():
                 raise InputError("model file not found", file=display,
                                  fix="commit the file or fix 'path' in edgegate.yml")
+            check_spec_references(job.spec, ctx.root, display)   # before any of it is imported
             framework = detect_framework(path, display, job.spec.framework)
             base.update(sha256=sha256_of(path), size_bytes=size_of(path), framework=framework)
             progress.step(f"{name}: loading ({framework})")

@@ -25,7 +25,7 @@ from edgegate.frontends.export_check import check_on_data
 from edgegate.frontends.onnx import check_weights
 from edgegate.isolation import probe_model
 from edgegate.progress import Progress
-from edgegate.repo_code import check_spec_references
+from edgegate.repo_code import check_spec_references, contained, exited_error
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
@@ -194,6 +194,12 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
         except Exception as exc:  # a bug or a toolchain crash: contained to this model
             progress.warn(f"{name}: internal error: {exc}")
             return ModelReport(**base, status="error", error=_error(exc))
+        except BaseException as exc:  # sys.exit() & co. from the repository's code: this model's error
+            if not contained(exc):
+                raise                 # a real Ctrl-C stops the run
+            err = exited_error(exc, display)
+            progress.warn(f"{name}: {err.full}")
+            return ModelReport(**base, status="error", error=_error(err))
 
         info_dict = info.to_dict()
         info_dict["optimization_notes"] = opt_notes
@@ -262,6 +268,14 @@ def gate_device(prepared: PreparedModel, device: ResolvedDevice, ctx: RunContext
         ctx.progress.warn(f"{label}: internal error: {type(exc).__name__}: {exc}")
         return DeviceResult(device=device.id, target=device.target, status="error",
                             reason=f"{type(exc).__name__}: {exc}"[:500], error=_error(exc),
+                            duration_s=round(time.monotonic() - started, 2))
+    except BaseException as exc:  # sys.exit() & co. from a custom metric: this row's error
+        if not contained(exc):
+            raise
+        err = exited_error(exc, prepared.display)
+        ctx.progress.warn(f"{label}: {err.full}")
+        return DeviceResult(device=device.id, target=device.target, status="error",
+                            reason=err.message[:500], error=_error(err),
                             duration_s=round(time.monotonic() - started, 2))
 
 

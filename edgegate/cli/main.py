@@ -329,6 +329,9 @@ def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
 
 
 def main() -> None:
+    from edgegate.repo_code import watch_interrupts
+
+    watch_interrupts()       # a real Ctrl-C still stops the run; a KeyboardInterrupt raised by PR code does not
     try:
         cli(standalone_mode=True)
     except EdgeGateError as exc:  # pragma: no cover - commands catch their own

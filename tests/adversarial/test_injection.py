@@ -206,10 +206,12 @@ def reference_run(tmp_path_factory):
               f"    inputs: {inputs}", "    calibration: {synthetic: true}",
               "  - path: models/metric-exit.onnx", "    calibration: {synthetic: true}",
               "    evaluation: {data: data/eval.npz, labels: labels, metric: 'evil_metric:score'}",
+              "  - path: models/child-metric-exit.onnx", "    calibration: {synthetic: true}",
+              "    evaluation: {data: data/eval.npz, labels: labels, metric: 'child_exit:score'}",
               "  - path: models/good.onnx", "    calibration: {synthetic: true}",
               "    evaluation: {data: data/eval.npz, labels: labels, metric: 'good_metric:score'}"]
     repo = _repo(tmp, "\n".join(lines) + "\n" + BENCH)
-    for name in [*REFUSED, "metric-exit", "good"]:
+    for name in [*REFUSED, "metric-exit", "child-metric-exit", "good"]:
         hostile.onnx_tiny(repo / f"models/{name}.onnx")
     weights = {"weight": torch.zeros(3, 4), "bias": torch.zeros(3)}
     for name in ("exit-factory", "repo-exit-factory", "import-exit"):
@@ -217,6 +219,12 @@ def reference_run(tmp_path_factory):
     (repo / "evil_factory.py").write_text("import sys\n\n\ndef build():\n    sys.exit(0)\n")
     (repo / "exits_on_import.py").write_text("import sys\nsys.exit(0)\n\n\ndef build():\n    pass\n")
     (repo / "evil_metric.py").write_text("def score(outputs, labels):\n    raise SystemExit(0)\n")
+    (repo / "child_exit.py").write_text(      # passes in the parent, exits in the isolated child
+        "import sys\n\n\ndef score(outputs, labels):\n"
+        "    main = getattr(sys.modules['__main__'], '__spec__', None)\n"
+        "    if main is not None and main.name == 'edgegate.isolation':\n"
+        "        sys.exit(0)\n"
+        "    return 50.0\n")
     (repo / "good_metric.py").write_text(
         "import numpy as np\n\n\ndef score(outputs, labels):\n"
         "    return float(np.mean(outputs.reshape(len(labels), -1).argmax(1) == labels) * 100)\n")
@@ -261,6 +269,14 @@ def test_code_in_the_repository_that_exits_is_an_error_of_its_model(reference_ru
     assert model["error"]["kind"] in ("input", "config") and words in model["error"]["message"]
 
 
+def test_a_metric_that_exits_in_the_isolated_child_is_an_error_row(reference_run):
+    _, _, models = reference_run
+    model = models["models/child-metric-exit.onnx"]
+    (result,) = model["results"]
+    assert model["status"] == "error" and result["status"] == "error", model
+    assert result["error"]["kind"] == "input" and "sys.exit(0)" in result["error"]["message"]
+
+
 def test_the_run_still_ends_with_exit_2_a_report_and_the_good_model_gated(reference_run):
     proc, report, models = reference_run
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -269,3 +285,22 @@ def test_the_run_still_ends_with_exit_2_a_report_and_the_good_model_gated(refere
     assert good["status"] in ("passed", "failed"), good.get("error")
     assert good["results"][0]["metrics"]["accuracy_before"] is not None
     assert "Traceback" not in proc.stderr
+
+
+def test_a_raised_keyboardinterrupt_is_contained_but_a_real_ctrl_c_is_not():
+    code = """
+import os, signal
+from edgegate import repo_code as rc
+assert not rc.contained(KeyboardInterrupt())            # no handler: cannot tell, so it stops
+assert rc.contained(SystemExit(0)) and rc.contained(ValueError())
+rc.watch_interrupts()
+assert rc.contained(KeyboardInterrupt())                # raised by code: that model's error
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    import time; time.sleep(5)
+except KeyboardInterrupt as exc:
+    assert not rc.contained(exc)                        # the user's Ctrl-C: the run stops
+    print("stopped")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "stopped", proc.stderr

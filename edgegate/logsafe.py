@@ -38,6 +38,12 @@ def visible(ch: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"<U+{code:04X}>"
 
 
+def show_hidden(text: object) -> str:
+    """Control, bidi and zero-width characters as visible escapes (plain-text sinks such as a
+    commit status description)."""
+    return _CONTROL.sub(lambda m: visible(m.group()), str(text))
+
+
 def escape_data(text: object) -> str:
     """A workflow command's message (after the second ``::``), as actions/toolkit escapes it."""
     return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")

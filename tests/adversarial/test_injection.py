@@ -304,3 +304,9 @@ except KeyboardInterrupt as exc:
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "stopped", proc.stderr
+
+
+def test_a_status_description_shows_bidi_and_control_characters():
+    from edgegate.github.statuses import clip
+
+    assert clip("evil\u202egnp.onnx: \x1b[2Jerror") == "evil<U+202E>gnp.onnx: \\x1b[2Jerror"

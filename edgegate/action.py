@@ -31,6 +31,7 @@ from edgegate.github.actions_env import (Annotation, Workflow, input_choice, inp
 from edgegate.github.annotations import annotations_for
 from edgegate.github.bundle import read_bundle, write_bundle
 from edgegate.github.faults import redact
+from edgegate.logsafe import CommandPause, log_text
 from edgegate.progress import Progress
 from edgegate.report.model import Report
 
@@ -369,10 +370,13 @@ def run_action(ctx: ActionContext) -> int:
             return run.run_publish_mode()
         return run.run_gate_mode()
     except EdgeGateError as exc:
-        print(f"::error::{redact(exc.full, [token])}".replace("\n", "%0A"), file=ctx.stdout, flush=True)
+        print(Annotation("error", redact(exc.full, [token])).command(), file=ctx.stdout, flush=True)
         return exc.exit_code
     except Exception:  # a bug: exit 3, never 1 (which means "a gate failed")
-        print(redact(traceback.format_exc(), [token]), file=ctx.progress.stream, flush=True)
+        # the trace holds text from the pull request (paths, messages): shown, never run
+        with CommandPause(ctx.progress.stream, ctx.env):
+            print(log_text(redact(traceback.format_exc(), [token])), file=ctx.progress.stream,
+                  flush=True)
         print("::error::EdgeGate internal error (a bug); please report it with the log above",
               file=ctx.stdout, flush=True)
         return EXIT_INTERNAL

@@ -302,6 +302,13 @@ def _child_main(payload: str, result: str) -> int:
                                                  "value": None if exc.value is None else repr(exc.value)}))
     except Exception as exc:             # reported by the parent as an error row
         value = ("error", (IsolationError, f"{type(exc).__name__}: {str(exc)[:400]}", {}))
+    except BaseException as exc:         # sys.exit() & co. from the repository's code
+        from edgegate.repo_code import contained, exited_error
+
+        if not contained(exc):
+            raise
+        err = exited_error(exc)
+        value = ("error", (type(err), err.what, {"fix": err.fix}))
     try:
         data = pickle.dumps(value)
     except Exception as exc:

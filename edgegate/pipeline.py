@@ -25,6 +25,7 @@ from edgegate.frontends.export_check import check_on_data
 from edgegate.frontends.onnx import check_weights
 from edgegate.isolation import probe_model
 from edgegate.progress import Progress
+from edgegate.repo_code import check_spec_references, contained, exited_error
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
@@ -152,6 +153,7 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             if not path.exists():
                 raise InputError("model file not found", file=display,
                                  fix="commit the file or fix 'path' in edgegate.yml")
+            check_spec_references(job.spec, ctx.root, display)   # before any of it is imported
             framework = detect_framework(path, display, job.spec.framework)
             base.update(sha256=sha256_of(path), size_bytes=size_of(path), framework=framework)
             progress.step(f"{name}: loading ({framework})")
@@ -194,6 +196,12 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
         except Exception as exc:  # a bug or a toolchain crash: contained to this model
             progress.warn(f"{name}: internal error: {exc}")
             return ModelReport(**base, status="error", error=_error(exc))
+        except BaseException as exc:  # sys.exit() & co. from the repository's code: this model's error
+            if not contained(exc):
+                raise                 # a real Ctrl-C stops the run
+            err = exited_error(exc, display)
+            progress.warn(f"{name}: {err.full}")
+            return ModelReport(**base, status="error", error=_error(err))
 
         info_dict = info.to_dict()
         info_dict["optimization_notes"] = opt_notes
@@ -263,6 +271,14 @@ def gate_device(prepared: PreparedModel, device: ResolvedDevice, ctx: RunContext
         ctx.progress.warn(f"{label}: internal error: {type(exc).__name__}: {exc}")
         return DeviceResult(device=device.id, target=device.target, status="error",
                             reason=f"{type(exc).__name__}: {exc}"[:500], error=_error(exc),
+                            duration_s=round(time.monotonic() - started, 2))
+    except BaseException as exc:  # sys.exit() & co. from a custom metric: this row's error
+        if not contained(exc):
+            raise
+        err = exited_error(exc, prepared.display)
+        ctx.progress.warn(f"{label}: {err.full}")
+        return DeviceResult(device=device.id, target=device.target, status="error",
+                            reason=err.message[:500], error=_error(err),
                             duration_s=round(time.monotonic() - started, 2))
 
 

@@ -1,4 +1,7 @@
-"""edgegate init | run | check | render | targets | schema | ... Only this layer turns errors into exit codes."""
+"""edgegate init | run | check | render | targets | schema | ... Only this layer turns errors into exit codes.
+
+What it prints carries names, paths and messages from the pull request: everything goes through
+``logsafe.log_text`` (no line can start a GitHub Actions workflow command)."""
 
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ import click
 
 from edgegate import __version__
 from edgegate.errors import ConfigError, EdgeGateError
+from edgegate.logsafe import CommandPause, log_text
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _fail(exc: EdgeGateError) -> None:
-    click.echo(f"edgegate: {exc.full}", err=True)
+    click.echo(log_text(f"edgegate: {exc.full}"), err=True)
     sys.exit(exc.exit_code)
 
 
@@ -213,14 +217,14 @@ def _print_result(report, out: Path, as_json: bool) -> None:
                                                        for r in m.results]}
                                           for m in report.models]}, indent=2))
         return
-    click.echo(verdict_table(report))
+    click.echo(log_text(verdict_table(report)))
     click.echo(f"\nverdict: {report.verdict.upper()}")
-    click.echo(f"report:  {out / 'report.json'}")
-    click.echo(f"comment: {out / 'comment.md'}")
-    click.echo(f"summary: {out / 'summary.md'}")
+    click.echo(log_text(f"report:  {out / 'report.json'}"))
+    click.echo(log_text(f"comment: {out / 'comment.md'}"))
+    click.echo(log_text(f"summary: {out / 'summary.md'}"))
     artifacts = out / "artifacts"
     if artifacts.is_dir() and any(artifacts.iterdir()):
-        click.echo(f"artifacts: {artifacts}/")
+        click.echo(log_text(f"artifacts: {artifacts}/"))
 
 
 @cli.command()
@@ -247,7 +251,7 @@ def check(report_path, policy, out_path, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"verdict": rechecked.verdict, "exit_code": rechecked.exit_code}))
     else:
-        click.echo(verdict_table(rechecked))
+        click.echo(log_text(verdict_table(rechecked)))
         click.echo(f"\nverdict: {rechecked.verdict.upper()}")
     sys.exit(rechecked.exit_code)
 
@@ -356,7 +360,7 @@ def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
         assets = collect_assets(report, out, out / "release")
         check_sizes(assets)
         for asset in assets:
-            click.echo(f"{asset.sha256}  {asset.size_bytes:>12}  {asset.name}")
+            click.echo(log_text(f"{asset.sha256}  {asset.size_bytes:>12}  {asset.name}"))
         if dry_run:
             return
         from edgegate.github.client import connect
@@ -365,16 +369,19 @@ def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
 
         token = os.environ.get(token_env, "")
         throttle = os.environ.get("EDGEGATE_GITHUB_THROTTLE_S")
-        gh = connect(token, repo, api_url, retry=RetryPolicy(log=lambda m: click.echo(m, err=True)),
+        gh = connect(token, repo, api_url, retry=RetryPolicy(log=lambda m: click.echo(log_text(m), err=True)),
                      throttle_s=float(throttle) if throttle else None)
-        url = publish_release(gh, tag, assets, log=lambda m: click.echo(m, err=True))
+        url = publish_release(gh, tag, assets, log=lambda m: click.echo(log_text(m), err=True))
     except EdgeGateError as exc:
         _fail(exc)
         return
-    click.echo(f"release: {url}")
+    click.echo(log_text(f"release: {url}"))
 
 
 def main() -> None:
+    from edgegate.repo_code import watch_interrupts
+
+    watch_interrupts()       # a real Ctrl-C still stops the run; a KeyboardInterrupt raised by PR code does not
     try:
         cli(standalone_mode=True)
     except EdgeGateError as exc:  # pragma: no cover - commands catch their own
@@ -382,7 +389,8 @@ def main() -> None:
     except Exception:  # a bug: say so, exit 3, never 1 (which means "a gate failed")
         import traceback
 
-        traceback.print_exc()
+        with CommandPause(sys.stderr):   # the trace quotes PR text: shown, never run as commands
+            click.echo(log_text(traceback.format_exc()), err=True)
         click.echo("edgegate: internal error (a bug); please report it with the trace above",
                    err=True)
         sys.exit(EXIT_INTERNAL)

@@ -30,15 +30,19 @@ class Git:
     def run(self, *args: str, check: bool = True) -> str:
         try:
             proc = subprocess.run(["git", "-c", "core.quotepath=off", *args], cwd=self.root,
-                                  capture_output=True, text=True, timeout=120)
+                                  capture_output=True, timeout=120)
         except FileNotFoundError:
             raise InputError("git is not installed", fix="install git") from None
+        # decoded here, not in text mode: universal newlines would turn a '\r' in a file name
+        # into '\n' and the model would not be found
+        stdout = proc.stdout.decode("utf-8", errors="surrogateescape")
+        stderr = proc.stderr.decode("utf-8", errors="replace")
         if check and proc.returncode != 0:
-            raise InputError(f"git {' '.join(args)} failed: {proc.stderr.strip()}",
+            raise InputError(f"git {' '.join(args)} failed: {stderr.strip()}",
                              file=str(self.root),
                              fix="run inside a git repository with both commits fetched "
                                  "(actions/checkout with fetch-depth: 0)")
-        return proc.stdout
+        return stdout
 
     def is_repo(self) -> bool:
         return self.run("rev-parse", "--is-inside-work-tree", check=False).strip() == "true"

@@ -12,7 +12,6 @@ restricted unpickler.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
 import sys
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from edgegate._deps import require
-from edgegate.discover.paths import inside_workspace
 from edgegate.errors import ConfigError, ConversionError, InputError, UnsafeInputError
 from edgegate.frontends import SourceModel
 from edgegate.frontends.export_check import (BATCH, EXPORT_BATCH, InputDecl, check_export,
@@ -101,27 +99,11 @@ def load_checkpoint(path: Path, display: str, trust_pickle: bool):
 
 
 def import_factory(ref: str, root: Path, display: str):
-    """``module:function`` from the repository root (code the repository's configuration names)."""
-    module_name, func = ref.split(":", 1)
-    root = root.resolve()
-    cached = sys.modules.get(module_name)
-    if cached is not None and not str(getattr(cached, "__file__", "") or "").startswith(str(root)):
-        for name in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
-            del sys.modules[name]
-    sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module(module_name)
-        factory = getattr(module, func)
-    except Exception as exc:
-        raise ConfigError(f"cannot import the model factory '{ref}': {type(exc).__name__}: {exc}",
-                          file=display, field="factory",
-                          fix="put the module in the repository (relative to edgegate.yml) and name "
-                              "a function that takes no arguments and returns the nn.Module") from None
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(root))
-    inside_workspace(root, getattr(module, "__file__", None) or root, what="factory module")
-    return factory
+    """``module:function`` from a Python file in the repository (code the repository's
+    configuration names); a standard-library or installed module is refused before import."""
+    from edgegate.repo_code import import_reference
+
+    return import_reference(ref, root, field="factory", display=display)
 
 
 def _state_dict_of(obj, display: str) -> dict:

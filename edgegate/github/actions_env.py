@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Mapping
 
 from edgegate.errors import ConfigError, InputError
+from edgegate.logsafe import escape_data, escape_property
 
 SUMMARY_LIMIT_BYTES = 1 << 20
 MAX_EVENT_BYTES = 25 << 20
@@ -57,14 +58,6 @@ def read_event(env: Mapping[str, str]) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
 @dataclass
 class Annotation:
     level: str                 # error | warning | notice
@@ -76,13 +69,14 @@ class Annotation:
     def command(self) -> str:
         props = []
         if self.file:
-            props.append(f"file={_escape_property(self.file)}")
+            props.append(f"file={escape_property(self.file)}")
         if self.line:
             props.append(f"line={int(self.line)}")
         if self.title:
-            props.append(f"title={_escape_property(self.title)}")
-        head = f"::{self.level}" + (" " + ",".join(props) if props else "")
-        return f"{head}::{_escape_data(self.message)}"
+            props.append(f"title={escape_property(self.title)}")
+        level = self.level if self.level in ("error", "warning", "notice") else "warning"
+        head = f"::{level}" + (" " + ",".join(props) if props else "")
+        return f"{head}::{escape_data(self.message)}"
 
 
 class Workflow:

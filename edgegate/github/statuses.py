@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgegate.github.client import GitHubRepo
+from edgegate.logsafe import show_hidden
 from edgegate.report.model import Report
 
 DESCRIPTION_LIMIT = 140
@@ -21,7 +22,7 @@ class StatusLine:
 
 
 def clip(text: str, limit: int = DESCRIPTION_LIMIT) -> str:
-    text = " ".join(text.split())
+    text = show_hidden(" ".join(text.split()))      # a model name with U+202E cannot spoof the status
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -1,7 +1,8 @@
 """comment.md and summary.md, rendered with Jinja2 from report.json alone.
 
 Templates render in a sandbox; every name or path that came from the pull request goes through
-the ``md`` filter (Markdown and HTML escaped, @mentions neutralised). The comment is kept under
+the ``md`` filter (Markdown and HTML escaped, no autolinks, @mentions neutralised, bidi and
+invisible characters shown as escapes). The comment is kept under
 GitHub's 65,536-character limit by degrading: details collapse away first, then passing rows.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from edgegate.logsafe import INVISIBLE, visible
 from edgegate.report.model import IDENTICAL_OUTPUTS, Report
 
 MARKER = "<!-- edgegate:comment -->"
@@ -22,14 +24,32 @@ SUMMARY_LIMIT = 1 << 20          # GitHub's job summary limit per step (bytes)
 TEMPLATES = Path(__file__).parent / "templates"
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_WWW = re.compile(r"(?i)(www)\.")
+_HIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029"
+                     + "".join(chr(c) for c in sorted(INVISIBLE)) + "]")
+
+
+def _md_plain(s: str) -> str:
+    s = html.escape(s, quote=False)
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    # no autolinks: GitHub links "scheme:" and "www." hosts in plain text; a backslash escape
+    # renders the same character without the link
+    s = _WWW.sub(r"\1\\.", s.replace(":", "\\:"))
+    return s.replace("@", "@\u200b")
 
 
 def md(text: object) -> str:
-    """Escape untrusted text for inline Markdown: no markup, no HTML, no @mentions, one line."""
-    s = html.escape(str(text), quote=False)
-    s = _MD_SPECIAL.sub(r"\\\1", s)
-    s = s.replace("@", "@\u200b").replace("\r", " ").replace("\n", " ")
-    return s
+    """Escape untrusted text for inline Markdown: no markup, no HTML, no links or autolinks, no
+    @mentions, one line; bidi controls, zero-width and other control characters are shown as
+    visible escapes (``<U+202E>``, ``\\x1b``), so a displayed name is the real name."""
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    out, at = [], 0
+    for hit in _HIDDEN.finditer(s):
+        out.append(_md_plain(s[at:hit.start()]))
+        out.append(visible(hit.group()))        # "<U+202E>" is no HTML tag ("+"), "\\x1b" no escape
+        at = hit.end()
+    out.append(_md_plain(s[at:]))
+    return "".join(out)
 
 
 def chart_label(text: object) -> str:

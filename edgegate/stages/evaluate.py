@@ -3,8 +3,6 @@ against the source is stages/fidelity.py."""
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -61,18 +59,11 @@ def mse(out: np.ndarray, labels: np.ndarray) -> float:
 
 
 def custom_metric(ref: str, root: Path) -> Callable[[np.ndarray, np.ndarray], float]:
-    """``module:function`` imported from the repository root (configuration-declared code)."""
-    module_name, func = ref.split(":", 1)
-    sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, func)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import the metric '{ref}': {exc}", field="evaluation.metric",
-                          fix="put the module in the repository and name a function "
-                              "f(outputs, labels) -> float") from None
-    finally:
-        sys.path.remove(str(root))
+    """``module:function`` from a Python file in the repository (configuration-declared code);
+    anything else (a standard-library or installed module) is refused before it is imported."""
+    from edgegate.repo_code import import_reference
+
+    return import_reference(ref, root, field="evaluation.metric")
 
 
 def score(metric: str, out: np.ndarray, labels: np.ndarray | None, root: Path | None = None) -> float | None:

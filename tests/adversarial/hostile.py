@@ -282,3 +282,59 @@ def npz_huge_header(path: Path, name: str = "input", declared_bytes: int = 2 << 
         for other, array in (others or {}).items():
             zf.writestr(f"{other}.npy", npy_bytes(array))
     return path
+
+
+def onnx_tiny(path: Path, seed: int = 0) -> Path:
+    """x [1, 4] -> MatMul (4x3 weights) -> Relu -> y [1, 3]: a real model that gates in seconds."""
+    weight = numpy_helper.from_array(
+        np.random.default_rng(seed).standard_normal((4, 3)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    return _save(helper.make_graph(nodes, "tiny", [_io("x", [1, 4])], [_io("y", [1, 3])],
+                                   initializer=[weight]), path)
+
+
+def tiny_data(path: Path, samples: int = 64, seed: int = 0) -> Path:
+    """Inputs 'x' for onnx_tiny and integer labels (0..2)."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=rng.standard_normal((samples, 1, 4)).astype(np.float32),
+             labels=rng.integers(0, 3, samples))
+    return path
+
+
+WORKFLOW_COMMANDS = {"error", "warning", "notice", "debug", "group", "endgroup", "add-mask",
+                     "set-output", "save-state", "set-env", "add-path", "echo", "stop-commands",
+                     "add-matcher", "remove-matcher", "stop-commands"}
+
+
+def workflow_commands(text: str) -> list[tuple[str, str]]:
+    """The workflow commands the GitHub Actions runner would run from this output, as its parser
+    reads it (actions/runner ActionCommand.TryParseV2 / TryParse): lines split on \\n, \\r\\n and
+    a lone \\r; '::name props::data' after leading whitespace; '##[name ...]' anywhere;
+    '::stop-commands::TOKEN' suspends everything until a line '::TOKEN::'."""
+    import re
+
+    found: list[tuple[str, str]] = []
+    token = None
+    for line in re.split(r"\r\n|\r|\n", text):
+        if token is not None:
+            if line.strip() == f"::{token}::":
+                token = None
+            continue
+        s = line.lstrip()
+        if s.startswith("::") and s.find("::", 2) > 0:
+            end = s.find("::", 2)
+            info = s[2:end]
+            name = info.split(" ", 1)[0]
+            if name in WORKFLOW_COMMANDS:
+                found.append((name, s))
+                if name == "stop-commands":
+                    token = s[end + 2:]
+                continue
+        at = line.find("##[")
+        if at >= 0 and "]" in line[at:]:
+            name = line[at + 3:line.index("]", at)].split(" ", 1)[0]
+            if name in WORKFLOW_COMMANDS:
+                found.append((name, line))
+    return found

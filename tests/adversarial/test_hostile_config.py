@@ -77,6 +77,8 @@ def test_a_policy_path_out_of_the_repository_is_refused_and_the_report_written(t
 
 def test_a_cache_dir_out_of_the_repository_is_refused(tmp_path):
     repo = _repo(tmp_path, "version: 1\ncache: {dir: ../../cache-here}\nmodels: [{path: m/*.onnx}]\n")
+    hostile.random_bytes(repo / "m" / "a.onnx", size=64, seed=0)   # the glob matches a file
+    commit_all(repo, "a model")
     before = hostile.snapshot(tmp_path, skip=repo)
     proc = edgegate("run", "--base", "HEAD~1", cwd=repo)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -59,6 +59,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/compare_quantize.py
 	$(PY) benchmarks/compare_runtimes.py
 	$(PY) benchmarks/real_models.py
+	$(PY) benchmarks/compare_memory.py
 
 # The Action's container: build the image (docker/Dockerfile) and run it like the GitHub runner
 # against a fixture repository and the fake GitHub. On this machine it starts a private dockerd.

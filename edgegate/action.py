@@ -180,6 +180,9 @@ class _Run:
         self.wf.set_output("comment-file", out / "comment.md")
         self.wf.set_output("summary-file", out / "summary.md")
         self.wf.set_output("models", len(report.models))
+        from edgegate.report.junit import write_junit
+
+        self.wf.set_output("junit-file", write_junit(report, out / "junit.xml"))
         for annotation in annotations_for(report, self.ctx.workspace):
             self.wf.annotate(annotation)
 

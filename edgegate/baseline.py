@@ -27,7 +27,7 @@ from edgegate.report.model import BaselineResult, DeviceResult, ModelReport
 from edgegate.reuse import CacheUse, gate_cached
 
 COMPARED = ("size_bytes_after", "size_ratio", "accuracy_after", "accuracy_drop_pp", "top1_agreement",
-            "latency_p50_ms_after", "speedup")
+            "latency_p50_ms_after", "speedup", "peak_memory_mb")     # peak memory: shown, not gated
 
 
 def extract(git: Git, commit: str, paths: list[str], dest: Path) -> None:

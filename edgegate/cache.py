@@ -27,7 +27,7 @@ from edgegate.discover.paths import safe_path
 from edgegate.errors import EdgeGateError
 from edgegate.report.model import Artifact, CacheInfo, DeviceResult, ModelReport
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2          # 2: results carry peak memory, load time, p99, throughput
 MODEL_FIELDS = ("sha256", "size_bytes", "framework", "framework_version", "export", "info", "data",
                 "warnings")
 

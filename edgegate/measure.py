@@ -2,10 +2,11 @@
 runner: a Raspberry Pi, a Jetson, a Mac) and write a partial report whose numbers were measured
 there. ``edgegate merge`` then prefers these results over the host's for the same model x device.
 
-What is re-measured on the device: latency (p50/p90 with interval; interleaved against the FP32
-model when the device can run it: the repository's ONNX model for the onnxruntime target), and
-the accuracy and fidelity of the artifact on the repository's evaluation data. What the device
-cannot measure keeps the host's number and is listed in ``measurement.kept_from_host``.
+What is re-measured on the device: latency (p50/p90 with interval, p99, batch-1 throughput;
+interleaved against the FP32 model when the device can run it: the repository's ONNX model for
+the onnxruntime target), peak memory and cold load time (each model in a fresh process on the
+device), and the accuracy and fidelity of the artifact on the repository's evaluation data. What
+the device cannot measure keeps the host's number and is listed in ``measurement.kept_from_host``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ DEVICE_FIELDS = ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p90_m
                  "latency_p90_ms_after", "latency_p50_ci95_ms_before", "latency_p50_ci95_ms_after",
                  "latency_runs", "speedup", "speedup_ci95", "accuracy_after", "accuracy_drop_pp",
                  "accuracy_drop_ci95_pp", "discordant_samples", "top1_agreement", "box_f1",
-                 "cosine_similarity", "sqnr_db")
+                 "cosine_similarity", "sqnr_db", "latency_p99_ms", "latency_p99_ci95_ms",
+                 "latency_p99_ms_fp32", "throughput_ips", "throughput_ci95_ips", "throughput_ips_fp32",
+                 "peak_memory_mb", "peak_memory_mb_fp32", "memory_growth_pct", "load_time_ms",
+                 "load_time_ms_fp32")
 
 
 def _limits_from_checks(result: DeviceResult) -> dict[str, Limit]:
@@ -86,8 +90,10 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
 
 def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
                  out_dir: Path, devices: dict, progress: Progress, runner_label: str | None) -> DeviceResult:
-    from edgegate.pipeline import confirm_failing_speed
-    from edgegate.stages.measurement import FIDELITY_KEYS, Scoring, measure_artifact, time_artifacts
+    from edgegate.pipeline import confirm_failing_load, confirm_failing_speed
+    from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
+                                             Scoring, measure_artifact, time_artifacts, timing_gaps)
+    from edgegate.stages.memory import Loadable
     from edgegate.targets import load_target
 
     src = report_dir / r.artifact.path
@@ -120,13 +126,21 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
     scoring = Scoring(task=_task_of(model, spec, names), ref_outputs=None, output_names=names,
                       metric=r.metrics.metric, which=spec.evaluation.output if spec.evaluation else 0,
                       accuracy_before=r.metrics.accuracy_before, root=loaded.root)
+    limits = dict(timeout_s=dev.profile.timeout_s if dev else None,
+                  memory_limit_mb=dev.profile.memory_limit_mb if dev else None)
+    loads = (Loadable(r.target, dest, threads, model.path, r.artifact.input_binding, **limits),
+             Loadable(r.target, source, threads, model.path, None, **limits)
+             if baseline is not None else None)
     measured = measure_artifact(runner, baseline, data.evaluation, bench, scoring, model.path,
-                                lambda text: progress.step(f"{text} on this device"))
+                                lambda text: progress.step(f"{text} on this device"), loads=loads)
     m = r.metrics.model_dump()
     m.update(measured.metrics)
-    kept = [] if baseline is not None else ["latency_p50_ms_before", "speedup", *FIDELITY_KEYS]
-    m.setdefault("not_measured", {}).update(
-        {k: why for k, why in measured.not_measured.items() if k not in kept})
+    kept = [] if baseline is not None else [*FP32_TIMING_KEYS, *FP32_MEMORY_KEYS, *FIDELITY_KEYS]
+    gaps = {k: why for k, why in measured.not_measured.items() if k not in kept}
+    m.setdefault("not_measured", {}).update(gaps)
+    for k in gaps:                  # not measured on the device: no host number in its place
+        if k in m and k != "not_measured":
+            m[k] = None
     profile = dev.profile if dev else DeviceProfile(target=r.target)
     resolved = ResolvedDevice(r.device, r.target, profile, _limits_from_checks(r))
     confirmation = None
@@ -138,12 +152,18 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
 
         confirmation = confirm_failing_speed(m, resolved, measured.pair, retime, progress,
                                              f"{model.path}@{r.device}")
+        if confirmation:
+            timing_gaps(m, m["not_measured"])
     measurement = {**runner.measurement, "where": "device", "device": r.device,
                    "machine": host_machine(), "runner_label": runner_label,
                    "measured_on_device": [k for k in DEVICE_FIELDS if k not in kept],
                    "kept_from_host": kept, "host_measurement": r.measurement}
     if confirmation:
         measurement["speed_confirmation"] = confirmation
+    if measured.memory:
+        confirm_failing_load(m, resolved, loads[0], data.evaluation.feed(0), measured.memory, progress,
+                             f"{model.path}@{r.device}")
+        measurement["memory"] = measured.memory
     result = r.model_copy(update={"metrics": Metrics(**m), "measurement": measurement,
                                   "status": "passed", "checks": [], "violations": []})
     return check_result(result, resolved)

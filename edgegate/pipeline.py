@@ -32,7 +32,10 @@ from edgegate.stages.analyze import ModelInfo, analyze
 from edgegate.stages.benchmark import PairTiming, pooled
 from edgegate.stages.evaluate import collect_outputs, pick_output, score, stacked
 from edgegate.stages.fidelity import PRIMARY_METRIC, DetectionLayout, TaskInfo, infer_task
-from edgegate.stages.measurement import FIDELITY_KEYS, Scoring, measure_artifact, time_artifacts
+from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
+                                         MEMORY_KEYS, TIMING_KEYS, Scoring, measure_artifact,
+                                         time_artifacts, timing_gaps)
+from edgegate.stages.memory import Loadable
 from edgegate.stages.optimize import optimize
 from edgegate.targets import availability, load_target
 from edgegate.targets.base import CompileJob
@@ -320,11 +323,20 @@ def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunConte
         runner, baseline = runners()
         measurement = dict(runner.measurement)
         measurement["baseline"] = f"FP32 model on {measurement.get('runtime')} (same process, interleaved)"
+        limits = dict(timeout_s=device.profile.timeout_s, memory_limit_mb=device.profile.memory_limit_mb)
+        loads = (Loadable(device.target, artifact, threads, p.display, art.input_binding, **limits),
+                 Loadable(device.target, compiled.baseline, threads, p.display, art.input_binding,
+                          **limits))
         measured = measure_artifact(runner, baseline, p.data.evaluation, ctx.config.benchmark,
                                     p.scoring(ctx.root), p.display,
-                                    lambda text: progress.step(f"{label}: {text}"))
+                                    lambda text: progress.step(f"{label}: {text}"), loads=loads)
         metrics.update(measured.metrics)
         not_measured.update(measured.not_measured)
+        metrics["not_measured"] = not_measured
+        if measured.memory:
+            measurement["memory"] = measured.memory
+            confirm_failing_load(metrics, device, loads[0], p.data.evaluation.feed(0), measured.memory,
+                                 progress, label)
         if p.accuracy_before is None:
             not_measured["accuracy_before"] = "no labelled evaluation data"
         del runner, baseline
@@ -337,10 +349,11 @@ def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunConte
         confirmation = confirm_failing_speed(metrics, device, measured.pair, retime, progress, label)
         if confirmation:
             measurement["speed_confirmation"] = confirmation
+            timing_gaps(metrics, not_measured)
     else:
         why = compiled.not_measurable_reason or "this machine cannot run the artifact"
-        for key in ("latency_p50_ms_before", "latency_p50_ms_after", "speedup", "accuracy_after",
-                    "accuracy_drop_pp", *FIDELITY_KEYS):
+        for key in ("latency_p50_ms_after", "accuracy_after", "accuracy_drop_pp", *FIDELITY_KEYS,
+                    *FP32_TIMING_KEYS, *TIMING_KEYS, *MEMORY_KEYS, *FP32_MEMORY_KEYS):
             not_measured[key] = why
         measurement = {"where": "not measured", "reason": why}
     metrics["not_measured"] = not_measured
@@ -431,9 +444,35 @@ def confirm_failing_speed(metrics: dict, device: ResolvedDevice | None, first: P
             "decided_on": "both measurements pooled"}
 
 
-def _speed_gate_fails(metrics: dict, device: ResolvedDevice) -> bool:
+def _speed_gate_fails(metrics: dict, device: ResolvedDevice, which: tuple[str, ...] | None = None) -> bool:
     """Would a latency limit of this device fail on these timings (decided as check_result does)?"""
     result = DeviceResult(device=device.id, target=device.target, status="passed",
                           metrics=Metrics(**metrics))
-    return any(c.metric in ("speedup", "latency_p50_ms_after")
-               for c in check_result(result, device).violations)
+    return any(c.metric in (which or SPEED_METRICS) for c in check_result(result, device).violations)
+
+
+def confirm_failing_load(metrics: dict, device: ResolvedDevice | None, load: Loadable, feed: dict,
+                         memory: dict | None, progress: Progress, label: str) -> None:
+    """A failing ``max_load_time_ms`` is confirmed before it is reported: the artifact is loaded
+    cold once more in another fresh process and the lower of the two loads counts (load on the
+    machine only ever adds time). ``memory`` (the record of the measurement) gets both."""
+    if device is None or memory is None or metrics.get("load_time_ms") is None \
+            or not _speed_gate_fails(metrics, device, ("load_time_ms",)):
+        return
+    from edgegate.stages.memory import footprint
+
+    progress.step(f"{label}: the load-time limit fails; loading cold once more in a fresh process")
+    first = metrics["load_time_ms"]
+    try:
+        second = footprint(load, feed)["load_time_ms"]
+    except EdgeGateError as exc:
+        memory["load_confirmation"] = {"first_ms": first, "error": exc.message[:300]}
+        return
+    metrics["load_time_ms"] = min(first, second)
+    memory["load_confirmation"] = {"why": "max_load_time_ms failed on the first cold load",
+                                   "first_ms": round(first, 3), "second_ms": round(second, 3),
+                                   "decided_on": "the lower of the two cold loads"}
+
+
+# the limits decided on timings, which a second independent timing confirms before they fail
+SPEED_METRICS = ("speedup", "latency_p50_ms_after", "latency_p99_ms", "throughput_ips")

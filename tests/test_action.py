@@ -161,6 +161,7 @@ def test_pull_request_comment_created_then_updated(model_repo, fake, tmp_path):
     assert outputs["verdict"] == "passed" and outputs["comment-id"] == str(comment["id"])
     assert outputs["comment-url"] == comment["html_url"]
     assert Path(outputs["report"]).is_file() and Path(outputs["bundle"], "report.json").is_file()
+    assert Path(outputs["junit-file"]).name == "junit.xml" and Path(outputs["junit-file"]).is_file()
     status = fake.statuses_for(head)["edgegate/x86-cpu"]
     assert status["state"] == "success" and status["target_url"].endswith("/actions/runs/4242")
     assert "digits" in summary and "x86-cpu" in summary

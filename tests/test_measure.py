@@ -121,3 +121,36 @@ def test_stacked_drops_a_batch_axis_of_one():
     assert stacked(samples).shape == (4, 10)
 
 
+def test_p99_only_from_enough_runs_and_throughput_from_the_mean():
+    from edgegate.stages.benchmark import P99_MIN_RUNS
+
+    def timed(n):
+        clock = StepClock()
+        costs = itertools.cycle([0.001] * 49 + [0.005])      # one slow run in 50: a tail
+
+        def f():
+            clock.now += next(costs)
+
+        return benchmark_one(f, warmup=0, repeats=n, min_time_s=0, max_time_s=100, clock=clock)
+
+    few = timed(P99_MIN_RUNS - 1)
+    assert few.p99_ms is None and few.metrics()["latency_p99_ms"] is None
+    many = timed(200)
+    assert many.p50_ms == pytest.approx(1.0) and many.p99_ms > 4.0          # the tail shows
+    lo, hi = many.p99_ci95_ms
+    assert lo <= many.p99_ms <= hi
+    mean_ms = (49 * 1.0 + 5.0) / 50
+    assert many.throughput_ips == pytest.approx(1000 / mean_ms)
+    t_lo, t_hi = many.throughput_ci95_ips
+    assert t_lo <= many.throughput_ips <= t_hi
+
+
+def test_a_missing_p99_says_why_and_a_pooled_one_drops_the_reason():
+    from edgegate.stages.measurement import timing_gaps
+
+    gaps: dict = {}
+    timing_gaps({"latency_runs": 40, "latency_p99_ms": None, "speedup": 1.5}, gaps)
+    assert "40 timed runs" in gaps["latency_p99_ms"] and "at least 100" in gaps["latency_p99_ms"]
+    assert "latency_p99_ms_fp32" in gaps
+    timing_gaps({"latency_runs": 140, "latency_p99_ms": 2.0, "latency_p99_ms_fp32": 3.0}, gaps)
+    assert gaps == {}

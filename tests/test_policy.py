@@ -118,3 +118,41 @@ def test_identical_outputs_pass_an_sqnr_limit():
                               not_measured={"sqnr_db": IDENTICAL_OUTPUTS}),
                      builtin_device(**FIDELITY_DEFAULTS))
     assert r.status == "passed" and r.checks[0].passed is True
+
+
+def test_memory_load_tail_and_throughput_limits():
+    r = check_result(measured(peak_memory_mb=80.0, memory_growth_pct=12.0, load_time_ms=40.0,
+                              latency_p99_ms=9.0, latency_p99_ci95_ms=[8.0, 11.0],
+                              throughput_ips=150.0, throughput_ci95_ips=[120.0, 190.0]),
+                     device(max_memory_mb=64, max_memory_growth_pct=10, max_load_time_ms=50,
+                            max_latency_p99_ms=10, min_throughput_ips=180))
+    by = {c.limit: c for c in r.checks}
+    assert [v.limit for v in r.violations] == ["max_memory_growth_pct", "max_memory_mb"]
+    assert by["max_memory_mb"].measured == 80.0 and by["max_memory_mb"].source.startswith("policy.yml:")
+    assert by["max_load_time_ms"].passed is True
+    # tail latency and throughput are timings: decided on the interval (noise-proof)
+    assert by["max_latency_p99_ms"].passed is True and by["max_latency_p99_ms"].decided_on == 8.0
+    assert by["min_throughput_ips"].passed is True and by["min_throughput_ips"].decided_on == 190.0
+    slow = check_result(measured(latency_p99_ms=14.0, latency_p99_ci95_ms=[12.0, 16.0],
+                                 throughput_ips=90.0, throughput_ci95_ips=[85.0, 95.0]),
+                        device(max_latency_p99_ms=10, min_throughput_ips=100))
+    assert [v.limit for v in slow.violations] == ["max_latency_p99_ms", "min_throughput_ips"]
+
+
+def test_memory_not_measurable_is_not_a_pass_or_fail():
+    why = "Model prediction is only supported on macOS"
+    off = result(not_measured={"peak_memory_mb": why, "load_time_ms": why,
+                               "latency_p99_ms": why}).model_copy(
+        update={"measurement": {"where": "not measured", "reason": why}})
+    r = check_result(off, device(max_memory_mb=64, max_load_time_ms=50, max_latency_p99_ms=10))
+    assert r.status == "passed" and r.metrics.peak_memory_mb is None
+    assert all(c.passed is None and c.note == why for c in r.checks)
+
+
+def test_new_limits_have_no_builtin_default():
+    from edgegate.config.load import builtin_profiles, resolve_devices
+
+    new = {"max_memory_mb", "max_memory_growth_pct", "max_load_time_ms", "max_latency_p99_ms",
+           "min_throughput_ips"}
+    for dev in resolve_devices(builtin_profiles()).values():
+        assert not new & set(dev.limits), dev.id

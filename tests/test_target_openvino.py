@@ -72,6 +72,8 @@ def test_both_runtimes_measured_and_the_faster_passing_one_ships(run):
     (alt,) = r["alternatives"]
     assert {r["target"], alt["target"]} == {"openvino", "onnxruntime"}
     assert r["metrics"]["latency_p50_ms_after"] > 0 and alt["latency_p50_ms_after"] > 0
+    # each candidate's memory was measured with its own runtime, in a fresh process
+    assert r["metrics"]["peak_memory_mb"] > 0 and alt["peak_memory_mb"] > 0, r["metrics"]["not_measured"]
     assert r["measurement"]["runtime"] == r["target"] and alt["measurement"]["runtime"] == alt["target"]
     # the shipped artifact is the chosen runtime's; the other is kept aside, not released
     assert (out / r["artifact"]["path"]).exists() and r["artifact"]["path"].startswith("artifacts/")

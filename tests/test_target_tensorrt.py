@@ -93,6 +93,10 @@ def test_engine_metrics_are_not_measurable_without_cuda(gated):
     assert m["latency_p50_ms_after"] is None and m["accuracy_after"] is None
     assert "not built here" in m["not_measured"]["latency_p50_ms_after"]
     assert why.split(" (")[0] in m["not_measured"]["speedup"]
+    # peak memory, load time, p99 and throughput: not measured with the reason, never numbers
+    for key in ("peak_memory_mb", "peak_memory_mb_fp32", "load_time_ms", "latency_p99_ms",
+                "throughput_ips"):
+        assert m[key] is None and "not built here" in m["not_measured"][key], key
     assert m["size_bytes_after"] > 0                  # the QDQ model is still sized
     assert "tensorrt" not in sys.modules              # nothing imported TensorRT
 

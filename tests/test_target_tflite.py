@@ -74,6 +74,9 @@ def test_int8_tflite_is_measured_against_the_original(report):
     assert m["top1_agreement"] > 0.95                   # a wrong NCHW/NHWC handling fails this
     assert m["size_ratio"] > 3.0                        # int8 weights
     assert m["latency_p50_ms_after"] > 0 and m["speedup"] > 0
+    # the INT8 .tflite and the float .tflite, each loaded by LiteRT in a fresh process
+    assert m["peak_memory_mb"] > 0 and m["peak_memory_mb_fp32"] > 0, m["not_measured"]
+    assert m["load_time_ms"] > 0 and r["measurement"]["memory"]["artifact"]["runtime_import_mb"] > 0
 
 
 def test_int8_share_and_where_it_was_measured(report):

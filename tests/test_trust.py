@@ -144,6 +144,8 @@ def test_two_commits_regression_delta_and_cache_hit(model_repo, tmp_path):
                                               - main_digits["metrics"]["size_bytes_after"])
     assert b["delta"]["accuracy_after"] == pytest.approx(
         result["metrics"]["accuracy_after"] - main_digits["metrics"]["accuracy_after"])
+    assert b["delta"]["peak_memory_mb"] == pytest.approx(
+        result["metrics"]["peak_memory_mb"] - main_digits["metrics"]["peak_memory_mb"])
     lo, hi = b["delta"]["speedup_vs_base_ci95_low"], b["delta"]["speedup_vs_base_ci95_high"]
     assert lo <= b["delta"]["speedup_vs_base"] <= hi          # base and head timed interleaved
     # the unchanged model is carried forward from the cache, not recompiled
@@ -236,6 +238,10 @@ def test_plan_run_only_merge_gives_the_one_run_report(model_repo, tmp_path):
     edge = merged["models"][0]["results"][1]
     assert edge["measurement"]["where"] == "device" and edge["measurement"]["runner_label"] == "edge-box-1"
     assert "speedup" in edge["measurement"]["measured_on_device"]
+    # peak memory and load time taken on the device too, each model in a fresh process there
+    assert "peak_memory_mb" in edge["measurement"]["measured_on_device"]
+    assert edge["metrics"]["peak_memory_mb"] > 0 and edge["metrics"]["load_time_ms_fp32"] > 0
+    assert edge["measurement"]["memory"]["artifact"]["machine"] == edge["measurement"]["machine"]
     assert merged["models"][0]["results"][0]["measurement"]["where"] == "host"
     for r in merged["models"][0]["results"]:
         assert (model_repo / "merged" / r["artifact"]["path"]).is_file()

@@ -54,8 +54,10 @@ def cli() -> None:
 @click.option("--no-cache", is_flag=True, help="recompute everything; neither read nor write the cache")
 @click.option("--baseline", "baseline_mode", type=click.Choice(["auto", "cache", "off"]),
               help="compare with the base commit's result (default: edgegate.yml 'baseline', auto)")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+              help="also write JUnit XML here: one testcase per model x device x limit")
 def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work,
-        only, cache_dir, no_cache, baseline_mode) -> None:
+        only, cache_dir, no_cache, baseline_mode, junit_path) -> None:
     """Gate MODELs, or the configured models changed between --base and --head."""
     from edgegate.progress import make_progress
     from edgegate.run import RunOptions, run_gate
@@ -86,11 +88,26 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
                                              keep_workdir=keep_work, only=list(only) or None,
                                              cache_dir=cache_dir, no_cache=no_cache,
                                              baseline=baseline_mode), out, progress)
+        _write_junit(report, junit_path)
     except EdgeGateError as exc:
         _fail(exc)
         return
     _print_result(report, out, as_json)
     sys.exit(report.exit_code)
+
+
+def _write_junit(report, junit_path: str | None) -> None:
+    if not junit_path:
+        return
+    from edgegate.report.junit import write_junit
+
+    try:
+        write_junit(report, Path(junit_path))
+    except OSError as exc:
+        from edgegate.errors import InputError
+
+        raise InputError(f"cannot write the JUnit file: {exc.strerror or exc}", file=junit_path,
+                         fix="pass a writable path to --junit") from None
 
 
 def _load(config_path: str, models=()):
@@ -142,7 +159,9 @@ def plan(models, config_path, base, head, devices, policy, github_output) -> Non
 @click.option("--config", "config_path", default="edgegate.yml", show_default=True,
               help="orders each model's devices as a single run would (optional)")
 @click.option("--json", "as_json", is_flag=True)
-def merge(partials, out_dir, config_path, as_json) -> None:
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+              help="also write JUnit XML here: one testcase per model x device x limit")
+def merge(partials, out_dir, config_path, as_json, junit_path) -> None:
     """Combine partial reports (from 'run --only' and 'measure') into one report and verdict."""
     from edgegate.config.load import load_config
     from edgegate.fanout import device_order, merge as merge_reports
@@ -163,6 +182,7 @@ def merge(partials, out_dir, config_path, as_json) -> None:
         merged = merge_reports(reports, out, order)
         write_report(merged, out / "report.json")
         write_rendered(merged, out)
+        _write_junit(merged, junit_path)
     except EdgeGateError as exc:
         _fail(exc)
         return
@@ -179,7 +199,10 @@ def merge(partials, out_dir, config_path, as_json) -> None:
 @click.option("--runner-label", envvar="RUNNER_NAME", help="recorded with the numbers [$RUNNER_NAME]")
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as_json) -> None:
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+              help="also write JUnit XML here: one testcase per model x device x limit")
+def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as_json,
+            junit_path) -> None:
     """Run a partial report's artifacts on THIS machine (a device runner) and write a partial
     report measured on the device; 'edgegate merge' prefers it over the host's numbers."""
     from edgegate.measure import measure_report
@@ -197,6 +220,7 @@ def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as
                                   list(only) or None, policy, runner_label)
         write_report(measured, out / "report.json")
         write_rendered(measured, out)
+        _write_junit(measured, junit_path)
     except EdgeGateError as exc:
         _fail(exc)
         return
@@ -232,7 +256,9 @@ def _print_result(report, out: Path, as_json: bool) -> None:
 @click.option("--policy", multiple=True, help="policy file(s) applied on top of the built-in profiles")
 @click.option("--out", "out_path", help="write the re-checked report here (default: print only)")
 @click.option("--json", "as_json", is_flag=True)
-def check(report_path, policy, out_path, as_json) -> None:
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+              help="also write JUnit XML here: one testcase per model x device x limit")
+def check(report_path, policy, out_path, as_json, junit_path) -> None:
     """Re-check a report against policies without recomputing anything."""
     from edgegate.cli.table import verdict_table
     from edgegate.config.load import builtin_profiles, load_policy, resolve_devices
@@ -243,6 +269,7 @@ def check(report_path, policy, out_path, as_json) -> None:
         report = read_report(Path(report_path))
         stack = builtin_profiles() + [load_policy(p) for p in policy]
         rechecked = check_report(report, resolve_devices(stack), [d.file for _, d in stack])
+        _write_junit(rechecked, junit_path)
     except EdgeGateError as exc:
         _fail(exc)
         return

@@ -19,6 +19,11 @@ LIMITS: dict[str, tuple[str, str, str]] = {
     "min_sqnr_db": ("min", "sqnr_db", "dB"),
     "min_box_f1": ("min", "box_f1", ""),
     "min_cosine_similarity": ("min", "cosine_similarity", ""),
+    "max_memory_mb": ("max", "peak_memory_mb", "MB"),
+    "max_memory_growth_pct": ("max", "memory_growth_pct", "%"),
+    "max_load_time_ms": ("max", "load_time_ms", "ms"),
+    "max_latency_p99_ms": ("max", "latency_p99_ms", "ms"),
+    "min_throughput_ips": ("min", "throughput_ips", "inferences/s"),
 }
 
 # Label-free fidelity against the FP32 model: each task gates on one of these by default.
@@ -41,6 +46,20 @@ class Limits(BaseModel):
                                                                    "the FP32 model's (F1)")
     min_cosine_similarity: float | None = Field(None, ge=-1, le=1, description="mean cosine of the "
                                                                                "outputs vs FP32")
+    # memory, load time, tail latency, throughput: no built-in default; a repository sets them
+    max_memory_mb: float | None = Field(
+        None, gt=0, description="peak resident memory of loading and running the artifact in a fresh "
+                                "process, above the process's baseline; 1 MB = 1e6 bytes")
+    max_memory_growth_pct: float | None = Field(
+        None, description="the artifact's peak memory vs the FP32 model's, in % (negative: must shrink)")
+    max_load_time_ms: float | None = Field(None, gt=0, description="cold load of the artifact in a "
+                                                                   "fresh process")
+    max_latency_p99_ms: float | None = Field(
+        None, gt=0, description="99th percentile latency (needs 100+ timed runs; decided on the lower "
+                                "bound of its 95% interval)")
+    min_throughput_ips: float | None = Field(
+        None, gt=0, description="batch-1 inferences per second (decided on the upper bound of its 95% "
+                                "interval)")
 
 
 class DeviceProfile(Limits):

@@ -27,12 +27,19 @@ def _measured(result: DeviceResult, metric: str, device: ResolvedDevice | None =
             return None, None, None
         hi = m.speedup_ci95[1] if m.speedup_ci95 else m.speedup
         return m.speedup, hi, "decided on the 95% interval's upper bound (noise-proof)"
-    if metric == "latency_p50_ms_after":
-        v = m.latency_p50_ms_after
+    if metric in ("latency_p50_ms_after", "latency_p99_ms"):
+        v = getattr(m, metric)
         if v is None:
             return None, None, None
-        lo = m.latency_p50_ci95_ms_after[0] if m.latency_p50_ci95_ms_after else v
+        ci = m.latency_p50_ci95_ms_after if metric == "latency_p50_ms_after" else m.latency_p99_ci95_ms
+        lo = ci[0] if ci else v
         return v, lo, "decided on the 95% interval's lower bound (noise-proof)"
+    if metric == "throughput_ips":
+        v = m.throughput_ips
+        if v is None:
+            return None, None, None
+        hi = m.throughput_ci95_ips[1] if m.throughput_ci95_ips else v
+        return v, hi, "decided on the 95% interval's upper bound (noise-proof)"
     value = getattr(m, metric, None)
     return value, value, None
 

@@ -58,6 +58,21 @@ class Metrics(_Record):
     latency_runs: int | None = None
     speedup: float | None = None
     speedup_ci95: list[float] | None = None
+    # tail latency and batch-1 throughput from the same timed runs (stages/benchmark.py); the p99
+    # only from benchmark.P99_MIN_RUNS runs on, else null with the reason in not_measured
+    latency_p99_ms: float | None = None            # the artifact
+    latency_p99_ci95_ms: list[float] | None = None
+    latency_p99_ms_fp32: float | None = None
+    throughput_ips: float | None = None            # inferences/s at batch 1 (1000 / mean ms)
+    throughput_ci95_ips: list[float] | None = None
+    throughput_ips_fp32: float | None = None
+    # each model loaded cold in a fresh process that then runs it (stages/memory.py): RSS
+    # high-water mark above the process's RSS before loading, 1 MB = 1e6 bytes
+    peak_memory_mb: float | None = None
+    peak_memory_mb_fp32: float | None = None
+    memory_growth_pct: float | None = None         # artifact vs FP32 peak memory, in %
+    load_time_ms: float | None = None              # runner construction, cold (fresh process)
+    load_time_ms_fp32: float | None = None
     metric: str | None = None
     accuracy_before: float | None = None
     accuracy_after: float | None = None
@@ -143,6 +158,7 @@ class Alternative(_Record):
     accuracy_after: float | None = None
     accuracy_drop_pp: float | None = None
     top1_agreement: float | None = None
+    peak_memory_mb: float | None = None
     violations: list[str] = Field(default_factory=list)   # limits it broke
     measurement: dict[str, Any] = Field(default_factory=dict)
     quantization_method: str | None = None

@@ -7,6 +7,10 @@ same numbers: consecutive rounds are resampled in contiguous blocks (BLOCKS per 
 because noise on a shared machine is correlated in time (a burst of load slows many rounds in a
 row). Resampling single rounds would treat a burst as many independent observations and give a
 narrow interval around a skewed value; resampling blocks makes a burst widen the interval.
+
+The 99th percentile is given only from P99_MIN_RUNS timed runs on (below that the slowest 1 %
+is not even one run, and "p99" would be the maximum); throughput is batch-1 inferences per second
+of time spent in them (1000 / mean latency in ms), with the bootstrap interval of the mean.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ import numpy as np
 
 Clock = Callable[[], float]
 
+P99_MIN_RUNS = 100
+
+
+def p99_gap(runs: int) -> str:
+    """Why there is no p99 for ``runs`` timed runs (report.json's not_measured)."""
+    return (f"{runs} timed runs: a 99th percentile needs at least {P99_MIN_RUNS} (raise "
+            "benchmark.repeats or benchmark.min_time_s)")
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -27,11 +39,35 @@ class Timing:
     mean_ms: float
     ci95_ms: tuple[float, float]     # 95% interval of the median
     runs: int
+    p99_ms: float | None = None      # None: fewer than P99_MIN_RUNS runs
+    p99_ci95_ms: tuple[float, float] | None = None
+    mean_ci95_ms: tuple[float, float] | None = None
+
+    @property
+    def throughput_ips(self) -> float:
+        """Batch-1 inferences per second of time spent in them."""
+        return 1000.0 / self.mean_ms
+
+    @property
+    def throughput_ci95_ips(self) -> tuple[float, float] | None:
+        if self.mean_ci95_ms is None:
+            return None
+        return (1000.0 / self.mean_ci95_ms[1], 1000.0 / self.mean_ci95_ms[0])
 
     def to_dict(self) -> dict:
         return {"latency_p50_ms": self.p50_ms, "latency_p90_ms": self.p90_ms,
                 "latency_mean_ms": self.mean_ms, "latency_p50_ci95_ms": list(self.ci95_ms),
-                "runs": self.runs}
+                "latency_p99_ms": self.p99_ms,
+                "latency_p99_ci95_ms": list(self.p99_ci95_ms) if self.p99_ci95_ms else None,
+                "throughput_ips": self.throughput_ips, "runs": self.runs}
+
+    def metrics(self) -> dict:
+        """The report's tail-latency and throughput fields (report.model.Metrics) of the artifact."""
+        return dict(latency_p99_ms=self.p99_ms,
+                    latency_p99_ci95_ms=list(self.p99_ci95_ms) if self.p99_ci95_ms else None,
+                    throughput_ips=self.throughput_ips,
+                    throughput_ci95_ips=list(self.throughput_ci95_ips)
+                    if self.throughput_ci95_ips else None)
 
 
 @dataclass(frozen=True)
@@ -48,7 +84,9 @@ class PairTiming:
                     latency_p90_ms_before=self.before.p90_ms, latency_p90_ms_after=self.after.p90_ms,
                     latency_p50_ci95_ms_before=list(self.before.ci95_ms),
                     latency_p50_ci95_ms_after=list(self.after.ci95_ms), latency_runs=self.after.runs,
-                    speedup=self.speedup, speedup_ci95=list(self.speedup_ci95))
+                    speedup=self.speedup, speedup_ci95=list(self.speedup_ci95),
+                    latency_p99_ms_fp32=self.before.p99_ms, throughput_ips_fp32=self.before.throughput_ips,
+                    **self.after.metrics())
 
 
 BLOCKS = 10
@@ -67,12 +105,21 @@ def block_resamples(n: int, rng: np.random.Generator, boots: int = BOOTS,
     return np.clip(idx, 0, n - 1)[:, :n]
 
 
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def _timing(samples_s: np.ndarray, idx: np.ndarray) -> Timing:
     ms = samples_s * 1e3
-    medians = np.median(ms[idx], axis=1)
-    lo, hi = np.percentile(medians, [2.5, 97.5])
+    resampled = ms[idx]
+    p99 = p99_ci = None
+    if len(ms) >= P99_MIN_RUNS:
+        p99 = float(np.percentile(ms, 99))
+        p99_ci = _interval(np.percentile(resampled, 99, axis=1))
     return Timing(float(np.median(ms)), float(np.percentile(ms, 90)), float(np.mean(ms)),
-                  (float(lo), float(hi)), int(len(ms)))
+                  _interval(np.median(resampled, axis=1)), int(len(ms)), p99, p99_ci,
+                  _interval(np.mean(resampled, axis=1)))
 
 
 def _time_once(fn: Callable[[], object], clock: Clock) -> float:

@@ -177,7 +177,8 @@ def _alternative(r: DeviceResult, out_dir: Path, h2h: dict | None) -> Alternativ
                        size_bytes_after=m.size_bytes_after, latency_p50_ms_before=m.latency_p50_ms_before,
                        latency_p50_ms_after=m.latency_p50_ms_after, speedup=m.speedup,
                        accuracy_after=m.accuracy_after, accuracy_drop_pp=m.accuracy_drop_pp,
-                       top1_agreement=m.top1_agreement, violations=[v.limit for v in r.violations],
+                       top1_agreement=m.top1_agreement, peak_memory_mb=m.peak_memory_mb,
+                       violations=[v.limit for v in r.violations],
                        measurement=r.measurement, quantization_method=r.quantization.get("method"),
                        int8_mac_share=r.quantization.get("int8_mac_share"),
                        head_to_head=h2h)

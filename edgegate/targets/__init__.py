@@ -23,6 +23,9 @@ class TargetEntry:
     needs_cuda: bool = False
     needs_macos: bool = False
     measure_modules: tuple[str, ...] = ()   # needed to run/measure, not to compile
+    # what the runner imports ("module" or "module:function"): the memory measurement imports it
+    # before it takes the process's baseline, so the runtime's own code is not the model's memory
+    runtime: str | None = None
 
 
 # What onnx2tf (targets/onnx_to_tf.py, shared by tflite and coreml) imports: it imports tf_keras and
@@ -31,18 +34,21 @@ ONNX_TO_TF = ("onnx2tf", "tensorflow", "tf_keras", "onnx_graphsurgeon", "sng4onn
 
 TARGETS: dict[str, TargetEntry] = {
     "onnxruntime": TargetEntry("onnxruntime", "edgegate.targets.onnxruntime:OnnxRuntimeTarget",
-                               None, ("onnxruntime",), "any CPU (ONNX Runtime CPU execution provider)"),
+                               None, ("onnxruntime",), "any CPU (ONNX Runtime CPU execution provider)",
+                               runtime="onnxruntime"),
     "tflite": TargetEntry("tflite", "edgegate.targets.tflite:TFLiteTarget", "tflite",
                           ONNX_TO_TF + ("ai_edge_litert",),
-                          "any CPU (LiteRT interpreter with XNNPACK)"),
+                          "any CPU (LiteRT interpreter with XNNPACK)",
+                          runtime="ai_edge_litert.interpreter"),
     "coreml": TargetEntry("coreml", "edgegate.targets.coreml:CoreMLTarget", "coreml",
                           ("coremltools",) + ONNX_TO_TF, "macOS for prediction; builds anywhere",
-                          needs_macos=True),
+                          needs_macos=True, runtime="coremltools"),
     "tensorrt": TargetEntry("tensorrt", "edgegate.targets.tensorrt:TensorRTTarget", "tensorrt",
                             ("onnxruntime",), "an NVIDIA CUDA device with TensorRT", needs_cuda=True,
-                            measure_modules=("tensorrt",)),
+                            measure_modules=("tensorrt",), runtime="tensorrt"),
     "openvino": TargetEntry("openvino", "edgegate.targets.openvino:OpenVinoTarget", "openvino",
-                            ("openvino", "nncf"), "x86-64 CPUs (OpenVINO CPU plugin; NNCF INT8)"),
+                            ("openvino", "nncf"), "x86-64 CPUs (OpenVINO CPU plugin; NNCF INT8)",
+                            runtime="edgegate.targets.openvino:import_openvino"),
 }
 
 

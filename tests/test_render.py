@@ -80,3 +80,12 @@ def test_numpy_values_in_free_form_fields_serialize_as_json_types():
     assert back["quantization"]["search"]["met"] is True
     assert back["quantization"]["search"]["candidates"][0] == {"meets_budget": False, "sqnr": 31.5}
     assert back["measurement"] == {"shape": [0, 1, 2], "threads": 2}
+
+
+def test_code_spans_hold_untrusted_text_without_visible_escapes():
+    # md() inside backticks showed its escapes ("policy.yml\:5"): a code span needs only a fence
+    from edgegate.report.render import code
+
+    assert code("policy.yml:5") == "`policy.yml:5`"
+    assert code("a`b") == "``a`b``" and code("`x") == "`` `x ``"
+    assert code("evil\u202e.yml:3") == "`evil<U+202E>.yml:3`"

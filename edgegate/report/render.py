@@ -52,6 +52,17 @@ def md(text: object) -> str:
     return "".join(out)
 
 
+def code(text: object) -> str:
+    """Untrusted text as an inline code span. Inside a code span Markdown, HTML, backslash
+    escapes and autolinks are all inert (so ``md``'s escapes would show as backslashes); only
+    the fence must outlast any run of backticks in the text, and hidden characters are shown."""
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    s = _HIDDEN.sub(lambda hit: visible(hit.group()), s)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
 def chart_label(text: object) -> str:
     """A device id for a Mermaid chart label: only characters that cannot end the label."""
     return re.sub(r"[^A-Za-z0-9._ -]", "_", str(text))[:40]
@@ -77,7 +88,7 @@ def environment(template_dir: Path | None = None) -> SandboxedEnvironment:
     env = SandboxedEnvironment(loader=FileSystemLoader(dirs + [str(TEMPLATES)]),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                                keep_trailing_newline=True, autoescape=False)
-    env.filters.update(md=md, bytes=fmt_bytes, num=fmt_num, chart_label=chart_label)
+    env.filters.update(md=md, code=code, bytes=fmt_bytes, num=fmt_num, chart_label=chart_label)
     env.globals.update(MARKER=MARKER, icon=icon, check_icon=check_icon, limit_sources=limit_sources,
                        IDENTICAL_OUTPUTS=IDENTICAL_OUTPUTS)
     return env

@@ -31,13 +31,17 @@ def collect_outputs(infer: Callable[[dict], list], dataset: Dataset, display: st
     return per_output
 
 
-def stacked(samples: list[np.ndarray]) -> np.ndarray:
-    """Per-sample outputs as one (samples, ...) array, dropping a batch axis of 1."""
+def stacked(samples: list[np.ndarray], ragged: str = "raise") -> np.ndarray:
+    """Per-sample outputs as one (samples, ...) array, dropping a batch axis of 1. Shapes that
+    differ per sample raise (a metric cannot read them), or with ``ragged="flatten"`` are
+    flattened and concatenated (noise sums over them still hold)."""
     if all(s.ndim and s.shape[0] == 1 for s in samples):
         samples = [s[0] for s in samples]
     try:
         return np.stack(samples)
     except ValueError:
+        if ragged == "flatten":
+            return np.concatenate([np.ravel(s) for s in samples])
         raise InputError("the metric's output has a different shape for each sample",
                          fix="use metric: fidelity, or a custom module:function metric") from None
 

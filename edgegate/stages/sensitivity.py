@@ -19,6 +19,7 @@ import numpy as np
 
 from edgegate.config.policy_schema import FIDELITY_LIMITS, LIMITS
 from edgegate.data.sources import Dataset
+from edgegate.stages.evaluate import collect_outputs, stacked
 from edgegate.stages.fidelity import TaskInfo, task_fidelity
 
 BATCH = 64
@@ -107,23 +108,13 @@ def run_outputs(infer: Callable[[dict], list], data: Dataset, batchable: bool) -
                 return [[o[i:i + 1] for i in range(n)] for o in outs]
         except Exception:
             pass    # a fixed batch axis: fall back to one sample at a time
-    per: list[list[np.ndarray]] = []
-    for i in range(n):
-        result = infer(data.feed(i))
-        per = per or [[] for _ in result]
-        for slot, o in zip(per, result):
-            slot.append(np.asarray(o))
-    return per
+    return collect_outputs(infer, data)
 
 
 def _stack(samples: list[np.ndarray]) -> np.ndarray:
-    """One output's samples as one (samples, ...) array (a batch axis of one dropped)."""
-    if all(s.ndim and s.shape[0] == 1 for s in samples):
-        samples = [s[0] for s in samples]
-    try:
-        return np.stack(samples)
-    except ValueError:          # per-sample shapes differ (dynamic): flattened and concatenated
-        return np.concatenate([np.ravel(s) for s in samples])
+    """One output's samples as one (samples, ...) array; per-sample shapes that differ (dynamic)
+    are flattened and concatenated."""
+    return stacked(samples, ragged="flatten")
 
 
 class Scorer:

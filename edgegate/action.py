@@ -155,7 +155,7 @@ class _Run:
         path = self.ctx.workspace / self.inputs.config
         if not path.is_file():
             raise ConfigError("configuration file not found", file=self.inputs.config,
-                              fix="add edgegate.yml at the repository root (see the README) or set "
+                              fix="add edgegate.yml at the repository root (edgegate init writes one; docs/configuration.md) or set "
                                   "the 'config' input")
         return load_config(path, root=self.ctx.workspace)
 

@@ -121,7 +121,7 @@ def _load(config_path: str, models=()):
     if models and config_path == "edgegate.yml":
         return LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), Path.cwd())
     raise ConfigError("configuration file not found", file=config_path,
-                      fix="create edgegate.yml (see README) or name models on the command line")
+                      fix="create edgegate.yml (edgegate init writes one; docs/configuration.md) or name models on the command line")
 
 
 @cli.command()

@@ -58,7 +58,7 @@ def _fix(err: dict, model: type[BaseModel], loc: tuple) -> str:
         return "use one of the allowed values above"
     if err["type"] == "missing":
         return f"add '{loc[-1]}'"
-    return "see the JSON schema in schemas/ or the README"
+    return "see the JSON schema in schemas/ or docs/configuration.md"
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

@@ -124,7 +124,7 @@ def config_text(models: list[tuple[FoundModel, DataChoice]], devices: list[str],
                 other_devices: list[str]) -> str:
     lines = [
         "# EdgeGate configuration, written by `edgegate init`: which models to gate, with which data,",
-        "# on which devices. Every key is described in EdgeGate's README (Configuration);",
+        "# on which devices. Every key is described in EdgeGate's docs/configuration.md;",
         "# `edgegate schema --out DIR` writes the JSON schema editors complete the keys from.",
     ]
     if models:

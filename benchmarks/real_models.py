@@ -812,8 +812,9 @@ def print_table(rows: list[dict], settings: Settings, ov: bool) -> None:
     print(f"# EG = EdgeGate's shipped artifact for x86-cpu (quantization.search_time_s {settings.search_time_s}); "
           "OV = EdgeGate on x86-openvino with candidates [openvino]; qs = quantize_static defaults "
           "(QDQ, S8S8, MinMax, per-tensor) on the same calibration samples; size = FP32 bytes / "
-          "compressed bytes; fidelity on the evaluation samples vs FP32 (classifier: top-1 agreement, "
-          "otherwise SQNR of the worst output)")
+          "compressed bytes; fidelity on the evaluation samples vs FP32: the metric the gate checks for "
+          "the model's inferred task (top-1 agreement per sample or per position, box F1, cosine, or the "
+          "worst channel's SQNR), computed by EdgeGate's task_fidelity for every column")
 
 
 def main() -> None:

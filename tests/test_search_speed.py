@@ -236,3 +236,23 @@ def test_onnxruntime_target_records_why_int8_lost(digits_onnx_cached, tmp_path, 
         search["fallback"]["measured"][0] - 1]["floor"]}
     assert "the gate fails on that limit" in search["verdict"]
     assert q["int8_mac_share"] in (0, None) and q["compute_nodes_quantized"] == 0
+
+
+def test_a_slower_int8_never_ships_even_when_the_time_budget_has_run_out(separable, tmp_path):
+    # RapidOCR's direction classifier (quick benchmark, 20 s budget) shipped INT8 at 0.66x: the
+    # budget ran out before the FP32 floor was measured. The fallback is now measured past it.
+    path, calibration, evaluation = separable
+    ticks = itertools.count()
+
+    def clock():              # the first reading starts the search; every later one is past the budget
+        return 0.0 if next(ticks) == 0 else 1e6
+
+    limits = {"max_accuracy_drop_pp": Limit("max_accuracy_drop_pp", 5.0, "policy.yml", 3)}
+    s = PathsSearch(lambda s, ka, kb, vs: 0.6 if vs and kb == "int8" else 1.0, model_path=path,
+                    baseline_path=path, calibration=calibration, evaluation=evaluation,
+                    spec=QuantizationSpec(search_time_s=1), limits=limits, workdir=tmp_path,
+                    make_runner=lambda p: OrtRunner(p, 1), activation_types=["uint8"], clock=clock)
+    r = s.run()
+    assert r.chosen.cfg.precision != "int8", r.verdict
+    assert r.extra["fallback"]["shipped"] == "fp32-floor"
+    assert "never ships" in r.extra["int8_final_timing"]["note"]

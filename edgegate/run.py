@@ -81,6 +81,10 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
         if resolution.base_devices is not None and not opts.models:
             discovery = discovery.regate(_policy_reasons(discovery, config, devices,
                                                          resolution.base_devices), config)
+        if resolution.base_config is not None and not opts.models and git is not None:
+            discovery, devices, moved = _model_integrity(loaded, discovery, config, devices,
+                                                         resolution, git)
+            policy_changes = [*policy_changes, *moved]
         if opts.devices:
             discovery = replace(discovery, jobs=[
                 replace(j, spec=j.spec.model_copy(update={"devices": list(opts.devices)}))
@@ -125,6 +129,36 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     write_report(report, out_dir / "report.json")
     write_rendered(report, out_dir)
     return report
+
+
+def _model_integrity(loaded: LoadedConfig, discovery: Discovery, config, devices: dict,
+                     resolution, git: Git):
+    """Each model's own gating against the base commit's (policy/integrity.model_changes); a
+    loosening the base commit does not allow is reported and refused: the model is gated on the
+    base commit's devices and task as well."""
+    from edgegate.discover import configured_models
+    from edgegate.policy.integrity import model_changes, with_base_entry
+
+    base_config, base_devices = resolution.base_config, resolution.base_devices or {}
+    models = {j.path: j.old_path or j.path for j in discovery.jobs}
+    models.update({m: m for m in discovery.unchanged if m not in models})
+    if discovery.head:
+        for m in configured_models(base_config, git, discovery.head):
+            models.setdefault(m, m)
+    allowed = base_config.allow_policy_changes
+    changes = model_changes(base_config, config, models, allowed, loaded.source.file,
+                            f"@{(discovery.base or '')[:7]}", loaded.source.line_of)
+    if not changes or allowed:
+        return discovery, devices, changes
+    refused = {c.model for c in changes}
+    jobs = [replace(j, spec=with_base_entry(j.spec, config, base_config, j.old_path or j.path))
+            if j.path in refused else j for j in discovery.jobs]
+    devices = dict(devices)
+    for job in jobs:
+        for d in devices_for(job, config):
+            if d not in devices and d in base_devices:
+                devices[d] = base_devices[d]
+    return replace(discovery, jobs=jobs), devices, changes
 
 
 def _policy_reasons(discovery: Discovery, config, applied: dict[str, ResolvedDevice],

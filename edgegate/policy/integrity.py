@@ -5,7 +5,10 @@ The limits are read from the BASE commit (its edgegate.yml and the policy file i
 min_*, a removed limit, a more lenient accuracy_decision) is reported old -> new and fails the
 gate, and the base commit's limits are applied, unless the base commit's edgegate.yml says
 ``allow_policy_changes: true``. Tightened or new limits are reported and applied. Devices the base
-commit did not define are taken from the pull request (they have no earlier limits to loosen).
+commit did not define are taken from the pull request (they have no earlier limits to loosen),
+but a model the base commit gated cannot be moved onto one: ``model_changes`` compares each
+model's own gating (its devices, its task, being configured at all) with the base commit's, and
+a refused loosening gates the model on the base commit's devices and task as well.
 """
 
 from __future__ import annotations
@@ -109,6 +112,13 @@ def diff_limits(base: dict[str, ResolvedDevice], head: dict[str, ResolvedDevice]
                 new=new.value if new else None, change=kind,
                 source=(new or old).source if new else f"{old.source} (removed)",
                 allowed=allowed or kind == "tightened"))
+        if new_dev is not None and new_dev.target != old_dev.target:
+            # another runtime measures the device (one that cannot be timed here leaves its
+            # latency limits unmeasured): the base commit's device applies unless allowed
+            changes.append(PolicyChange(
+                device=dev_id, limit="target", old=None, new=None, change="loosened",
+                source=f"{new_dev.sources[-1]}: {old_dev.target} -> {new_dev.target}",
+                allowed=allowed))
         old_d = old_dev.profile.accuracy_decision
         new_d = new_dev.profile.accuracy_decision if new_dev else None
         if _DECISION_STRICTNESS[old_d] != _DECISION_STRICTNESS[new_d]:
@@ -118,3 +128,78 @@ def diff_limits(base: dict[str, ResolvedDevice], head: dict[str, ResolvedDevice]
                 source=f"{(new_dev or old_dev).sources[-1]}: {old_d or 'measured'} -> {new_d or 'measured'}",
                 allowed=allowed or kind == "tightened"))
     return changes
+
+
+# ---------------------------------------------------------------- a model's own gating
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What decides how one model is gated, besides its devices' limits."""
+
+    devices: tuple[str, ...]
+    task: str
+    where: str                         # file:line of the entry (or of the default devices)
+
+
+def entry_of(config: Config, path: str, display: str, line_of=None) -> ModelEntry | None:
+    """The gating entry of ``path`` under ``config`` (None: the model is not configured)."""
+    from edgegate.discover import spec_for
+
+    spec = spec_for(config, path)
+    if spec is None:
+        return None
+    idx = next(i for i, m in enumerate(config.models) if m is spec)
+    line = line_of(("models", idx)) if line_of else None
+    return ModelEntry(tuple(spec.devices or config.devices), spec.task,
+                      f"{display}:{line}" if line else f"{display} (models[{idx}])")
+
+
+def model_changes(base_config: Config, head_config: Config, models: dict[str, str],
+                  allowed: bool, config_file: str, base_tag: str, line_of=None) -> list[PolicyChange]:
+    """Loosenings a pull request can make without touching a limit: a model taken off a device
+    it was gated on (moved to another device, or to a new device profile with no limits), its
+    declared ``task`` changed (another fidelity metric gated), or a model the base commit gated
+    no longer configured. ``models``: head path -> base path, for
+    every model the base commit's configuration gates that is still in the pull request."""
+    changes: list[PolicyChange] = []
+
+    def change(model: str, device: str, limit: str, what: str, source: str) -> None:
+        changes.append(PolicyChange(device=device, limit=limit, old=None, new=None,
+                                    change="loosened", source=f"{source}: {what}",
+                                    allowed=allowed, model=model))
+
+    for head_path, base_path in sorted(models.items()):
+        then = entry_of(base_config, base_path, config_file + base_tag)
+        if then is None:
+            continue
+        now = entry_of(head_config, head_path, config_file, line_of)
+        if now is None:
+            change(head_path, ", ".join(then.devices), "configured",
+                   f"gated on the base commit ({then.where}), not configured in this pull request",
+                   config_file)
+            continue
+        for device in then.devices:
+            if device not in now.devices:
+                moved = [d for d in now.devices if d not in then.devices]
+                onto = f", now on {', '.join(moved)}" if moved else ""
+                change(head_path, device, "devices",
+                       f"no longer gated on {device}{onto} (was {then.where})", now.where)
+        if then.task != now.task:
+            change(head_path, ", ".join(now.devices), "task",
+                   f"{then.task} -> {now.task} (the fidelity metric gated follows the task)",
+                   now.where)
+    return changes
+
+
+def with_base_entry(spec, config: Config, base_config: Config, base_path: str):
+    """A loosening refused: the model is gated on every device the base commit gated it on
+    (the pull request's own devices too) and with the base commit's task."""
+    from edgegate.discover import spec_for
+
+    then = spec_for(base_config, base_path)
+    if then is None:
+        return spec
+    devices = list(dict.fromkeys([*(then.devices or base_config.devices),
+                                  *(spec.devices or config.devices)]))
+    return spec.model_copy(update={"devices": devices, "task": then.task})

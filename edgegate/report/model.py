@@ -220,6 +220,7 @@ class PolicyChange(_Record):
     change: Literal["loosened", "tightened"]
     source: str                        # file:line of the new value (or of the old one if removed)
     allowed: bool                      # loosening allowed by the base commit's configuration
+    model: str | None = None           # a model's own gating (devices, task, configured at all)
 
 
 class DiskUsage(_Record):

@@ -148,6 +148,11 @@ def test_accuracy_drop_is_positive_when_worse_everywhere(report):
     one = _with_results(report, worse)
     for text in (render_comment(one), render(one, "summary"), verdict_table(one)):
         assert "drop 1.35 pp (≤ 1 pp)" in text and "-1.35" not in text
+    from edgegate.report.junit import junit_xml
+
+    failure = next(junit_xml(one).getroot().iter("failure")).get("message")
+    assert "max_accuracy_drop_pp is 1 (≤ 1 pp), measured 1.35 pp" in failure
+    assert failure.endswith("set at .edgegate/policy.yml:5")
     details = render_comment(one)
     assert "drop 1.35 pp (95% CI of the drop 0.74 to 2.03 pp)" in details
     # the golden run got better: the drop is negative, its interval in the same orientation
@@ -213,3 +218,13 @@ def test_speedup_chart_has_the_fp32_line_and_the_limit_line(report):
     assert "bar [1.87, 2.4]" in chart
     assert "line [1.0, 1.0]" in chart and "line [1.05, 1.05]" in chart
     assert "y-axis \"speedup (x)\" 0 --> 2.9" in chart
+
+
+def test_a_custom_metric_name_from_the_pull_request_is_escaped_in_the_cell(report):
+    from edgegate.cli.table import verdict_table
+
+    r = _device(report, metrics={"metric": "metrics.py:f <b>|x", "accuracy_before": 0.5,
+                                 "accuracy_after": 0.25})
+    one = _with_results(report, r)
+    assert "metrics.py\\:f &lt;b&gt;\\|x 0.5000 → 0.2500" in render_comment(one)
+    assert "metrics.py:f <b>|x 0.5000 → 0.2500" in verdict_table(one)     # the terminal: as is

@@ -26,7 +26,7 @@ def verdict_table(report: Report) -> str:
             if r.status in ("error", "skipped"):
                 rows.append((model.name, r.device + marker, r.status, "", "", "", "", ""))
                 continue
-            c = row_cells(r, MARKS)
+            c = row_cells(r, MARKS, esc=str)
             rows.append((model.name, r.device + marker, r.status, c["size"], c["latency"],
                          c["speedup"], c["accuracy"], c["fidelity"]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]

@@ -186,15 +186,16 @@ def size_cell(r, marks: dict = MARKS) -> str:
     return text + (f" · {limited(r, 'size_ratio', None, marks)}" if m.size_ratio else "")
 
 
-def accuracy_cell(r, marks: dict = MARKS) -> str:
-    """Labelled accuracy after compression and its drop (positive: worse), against its limit."""
+def accuracy_cell(r, marks: dict = MARKS, esc=md) -> str:
+    """Labelled accuracy after compression and its drop (positive: worse), against its limit;
+    ``esc`` escapes the metric's name (a custom metric is named in the PR's edgegate.yml)."""
     m = r.metrics
     if m.accuracy_after is not None and m.metric in ("top1", "top5"):
         return limited(r, "accuracy_drop_pp",
                        f"{m.accuracy_after:.2f} %, drop {fmt_drop(m.accuracy_drop_pp)} pp", marks)
     if m.accuracy_after is not None:
         before = "—" if m.accuracy_before is None else f"{m.accuracy_before:.4f}"
-        return f"{m.metric} {before} → {m.accuracy_after:.4f}"
+        return f"{esc(m.metric)} {before} → {m.accuracy_after:.4f}"
     if m.primary_metric is None and m.top1_agreement is not None:
         return limited(r, "top1_agreement",
                        f"agreement {fmt_value('top1_agreement', m.top1_agreement)}", marks)
@@ -204,13 +205,13 @@ def accuracy_cell(r, marks: dict = MARKS) -> str:
     return limited(r, "accuracy_drop_pp", None, marks)
 
 
-def fidelity_cell(r, marks: dict = MARKS) -> str:
+def fidelity_cell(r, marks: dict = MARKS, esc=md) -> str:
     """The task's own label-free metric against the FP32 model, against its limit."""
     m = r.metrics
     p = m.primary_metric
     if p is None:
         return "—"
-    label = FIDELITY_LABELS.get(p, p.replace("_", " "))
+    label = FIDELITY_LABELS.get(p) or esc(p.replace("_", " "))
     value = getattr(m, p, None)
     if value is not None:
         return limited(r, p, f"{label} {fmt_value(p, value)}", marks)
@@ -232,12 +233,12 @@ def chart_top(results) -> float:
     return round(max(values) * 1.2, 1)
 
 
-def row_cells(r, marks: dict = MARKS) -> dict[str, str]:
+def row_cells(r, marks: dict = MARKS, esc=md) -> dict[str, str]:
     """The numbers of one device's table row, each ``value (limit) mark``: the comment, the
-    summary and the CLI table print these."""
+    summary and the CLI table print these (the CLI with its own marks and ``esc=str``)."""
     return {"size": size_cell(r, marks), "latency": limited(r, "latency_p50_ms_after", None, marks),
-            "speedup": limited(r, "speedup", None, marks), "accuracy": accuracy_cell(r, marks),
-            "fidelity": fidelity_cell(r, marks)}
+            "speedup": limited(r, "speedup", None, marks), "accuracy": accuracy_cell(r, marks, esc),
+            "fidelity": fidelity_cell(r, marks, esc)}
 
 
 def measured_off_device(result) -> bool:

@@ -204,6 +204,10 @@ def test_a_limit_the_base_commit_also_failed_is_said_so(report):
     assert "❌ `min_speedup` already failing on base (1.19×)" in row
     assert "no regression" not in row
     assert "97.20 → 97.04, drop 0.16 pp" in row                        # vs base, in words
+    from edgegate.cli.table import verdict_table
+
+    assert "vs base 7e190dc: min_speedup already failing on base (1.19×)" in verdict_table(
+        _with_results(report, r))
     fixed = base.model_copy(update={"status": "passed", "metrics": {**base.metrics, "speedup": 1.62}})
     text = render_comment(_with_results(report, r.model_copy(update={"baseline": fixed})))
     assert "`min_speedup` newly failing: base passed (1.62×)" in text

@@ -7,7 +7,8 @@ Its cells are the PR comment's (report/render.py ``row_cells``: ``value (limit)`
 from __future__ import annotations
 
 from edgegate.report.model import Report
-from edgegate.report.render import check_source, fmt_value, host_note, measured_off_device, row_cells
+from edgegate.report.render import (base_status, check_source, fmt_value, host_note,
+                                    measured_off_device, row_cells)
 
 MARKS = {True: "", False: " FAIL", None: " ?"}
 
@@ -44,6 +45,9 @@ def verdict_table(report: Report) -> str:
                 problems.append(f"  {model.name} on {r.device}: {v.limit} {v.threshold:g} but measured "
                                 f"{fmt_value(v.metric, v.measured) if v.measured is not None else 'nothing'}"
                                 f" (set {'by the' if v.builtin else 'at'} {check_source(v)})")
+            if r.baseline is not None and r.violations:
+                problems.append(f"  {model.name} on {r.device} vs base {r.baseline.commit[:7]}: "
+                                + base_status(r)[1].replace("`", ""))
             if r.status in ("error", "skipped") and r.reason:
                 problems.append(f"  {model.name} on {r.device}: {r.status}: {r.reason}")
     for e in report.errors:

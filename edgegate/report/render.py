@@ -280,16 +280,15 @@ def base_status(result) -> tuple[str, str]:
     parts, mark = [], "✅"
     for v in result.violations:
         base_value = b.metrics.get(v.metric)
+        direction = LIMITS[v.limit][0] if v.limit in LIMITS else "min"
         if base_value is None:
-            base_failed = b.status == "failed"
-            parts.append(f"`{v.limit}`: base {'failed too' if base_failed else b.status}"
-                         f" ({v.metric} not recorded for the base)")
+            parts.append(f"`{v.limit}`: the base's {v.metric} is not recorded (base {b.status})")
+        elif b.status == "passed":
+            parts.append(f"`{v.limit}` newly failing: base passed ({fmt_value(v.metric, base_value)})")
+        elif (base_value < v.threshold) if direction == "min" else (base_value > v.threshold):
+            parts.append(f"`{v.limit}` already failing on base ({fmt_value(v.metric, base_value)})")
         else:
-            direction = LIMITS[v.limit][0] if v.limit in LIMITS else "min"
-            fails = base_value < v.threshold if direction == "min" else base_value > v.threshold
-            parts.append(f"`{v.limit}` already failing on base ({fmt_value(v.metric, base_value)})"
-                         if fails else
-                         f"`{v.limit}` newly failing: base passed ({fmt_value(v.metric, base_value)})")
+            parts.append(f"`{v.limit}` newly failing: base had {fmt_value(v.metric, base_value)}")
         mark = "❌"
     if b.regressions:
         parts.append("regressed: " + ", ".join(b.regressions))

@@ -157,6 +157,10 @@ def test_accuracy_drop_is_positive_when_worse_everywhere(report):
     assert "drop 1.35 pp (95% CI of the drop 0.74 to 2.03 pp)" in details
     # the golden run got better: the drop is negative, its interval in the same orientation
     assert "drop -0.19 pp (≤ 1 pp) ✅" in render_comment(report)
+    from edgegate.github.statuses import statuses_for
+
+    passing = _with_results(report, _device(report, metrics={"accuracy_drop_pp": 0.35}))
+    assert "accuracy drop 0.35 pp" in statuses_for(passing)[0].description
 
 
 def test_a_device_timed_on_this_host_is_marked_and_one_not_measured_says_so(report):

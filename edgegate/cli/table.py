@@ -14,8 +14,8 @@ MARKS = {True: "", False: " FAIL", None: " ?"}
 
 
 def verdict_table(report: Report) -> str:
-    rows = [("model", "device", "status", "size", "p50 latency", "speedup vs FP32", "accuracy",
-             "fidelity vs FP32")]
+    rows = [("model", "device", "status", "size · compression", "p50 latency", "speedup vs FP32",
+             "accuracy", "fidelity vs FP32")]
     off_device = False
     for model in report.models:
         if model.error is not None:

@@ -234,5 +234,11 @@ def test_a_custom_metric_name_from_the_pull_request_is_escaped_in_the_cell(repor
     r = _device(report, metrics={"metric": "metrics.py:f <b>|x", "accuracy_before": 0.5,
                                  "accuracy_after": 0.25})
     one = _with_results(report, r)
-    assert "metrics.py\\:f &lt;b&gt;\\|x 0.5000 → 0.2500" in render_comment(one)
+    assert "metrics.py\\:f &lt;b&gt;\\|x 0.5000 → 0.2500; drop -0.19 pp (≤ 1 pp) ✅" in render_comment(one)
+    unchecked = _device(report, metrics={"metric": "mse", "accuracy_after": 0.25,
+                                         "accuracy_drop_pp": None},
+                        checks=[c.model_copy(update={"measured": None, "passed": None})
+                                for c in report.models[0].results[0].checks])
+    assert "mse 96.8519 → 0.2500; drop not measured (≤ 1 pp) ❔" in render_comment(
+        _with_results(report, unchecked))
     assert "metrics.py:f <b>|x 0.5000 → 0.2500" in verdict_table(one)     # the terminal: as is

@@ -195,7 +195,11 @@ def accuracy_cell(r, marks: dict = MARKS, esc=md) -> str:
                        f"{m.accuracy_after:.2f} %, drop {fmt_drop(m.accuracy_drop_pp)} pp", marks)
     if m.accuracy_after is not None:
         before = "—" if m.accuracy_before is None else f"{m.accuracy_before:.4f}"
-        return f"{esc(m.metric)} {before} → {m.accuracy_after:.4f}"
+        text = f"{esc(m.metric)} {before} → {m.accuracy_after:.4f}"
+        if any(c.metric == "accuracy_drop_pp" for c in r.checks):      # a limit it cannot meet
+            drop = "not measured" if m.accuracy_drop_pp is None else f"{fmt_drop(m.accuracy_drop_pp)} pp"
+            text += "; " + limited(r, "accuracy_drop_pp", f"drop {drop}", marks)
+        return text
     if m.primary_metric is None and m.top1_agreement is not None:
         return limited(r, "top1_agreement",
                        f"agreement {fmt_value('top1_agreement', m.top1_agreement)}", marks)

@@ -234,7 +234,8 @@ def test_a_custom_metric_name_from_the_pull_request_is_escaped_in_the_cell(repor
     r = _device(report, metrics={"metric": "metrics.py:f <b>|x", "accuracy_before": 0.5,
                                  "accuracy_after": 0.25})
     one = _with_results(report, r)
-    assert "metrics.py\\:f &lt;b&gt;\\|x 0.5000 → 0.2500; drop -0.19 pp (≤ 1 pp) ✅" in render_comment(one)
+    text = render_comment(one)
+    assert "metrics.py\\:f &lt;b&gt;\\|x 0.5000 → 0.2500; drop -0.19 pp (≤ 1 pp) ✅" in text
     unchecked = _device(report, metrics={"metric": "mse", "accuracy_after": 0.25,
                                          "accuracy_drop_pp": None},
                         checks=[c.model_copy(update={"measured": None, "passed": None})

@@ -1,52 +1,53 @@
-"""The verdict table printed at the end of ``edgegate run`` (plain text, from report.json)."""
+"""The verdict table printed at the end of ``edgegate run`` (plain text, from report.json).
+
+Its cells are the PR comment's (report/render.py ``row_cells``: ``value (limit)``, latencies below
+1 ms in µs, an accuracy drop positive when worse), marked FAIL / ? instead of ✅/❌/❔.
+"""
 
 from __future__ import annotations
 
 from edgegate.report.model import Report
-from edgegate.report.render import fmt_bytes, fmt_num
+from edgegate.report.render import (base_status, check_source, fmt_value, host_note,
+                                    measured_off_device, row_cells)
 
-
-def fidelity_text(m) -> str:
-    """The task's own fidelity number against the FP32 model (label-free), e.g. 'box F1 0.97'."""
-    p = m.primary_metric
-    value = getattr(m, p, None) if p else None
-    if p is None or value is None:
-        return "n/a" if p is None or m.not_measured.get(p) is None else "not measured"
-    if p == "top1_agreement":
-        return f"agree {value * 100:.1f}%"
-    if p == "box_f1":
-        return f"box F1 {value:.3f}"
-    if p == "cosine_similarity":
-        return f"cosine {value:.4f}"
-    return f"SQNR {value:.1f} dB"
+MARKS = {True: "", False: " FAIL", None: " ?"}
 
 
 def verdict_table(report: Report) -> str:
-    rows = [("model", "device", "status", "size", "ratio", "p50 ms", "speedup", "acc drop pp",
-             "fidelity vs FP32")]
+    rows = [("model", "device", "status", "size · compression", "p50 latency", "speedup vs FP32",
+             "accuracy", "fidelity vs FP32")]
+    off_device = False
     for model in report.models:
         if model.error is not None:
-            rows.append((model.name, "—", "error", "", "", "", "", "", ""))
+            rows.append((model.name, "—", "error", "", "", "", "", ""))
             continue
         for r in model.results:
-            m = r.metrics
-            rows.append((model.name, r.device, r.status,
-                         fmt_bytes(m.size_bytes_after), fmt_num(m.size_ratio, 2, "x"),
-                         f"{fmt_num(m.latency_p50_ms_before)}→{fmt_num(m.latency_p50_ms_after)}"
-                         if m.latency_p50_ms_after is not None else "n/a",
-                         fmt_num(m.speedup, 2, "x"), fmt_num(m.accuracy_drop_pp, 2), fidelity_text(m)))
+            marker = " †" if measured_off_device(r) else ""
+            off_device = off_device or bool(marker)
+            if r.status in ("error", "skipped"):
+                rows.append((model.name, r.device + marker, r.status, "", "", "", "", ""))
+                continue
+            c = row_cells(r, MARKS, esc=str)
+            rows.append((model.name, r.device + marker, r.status, c["size"], c["latency"],
+                         c["speedup"], c["accuracy"], c["fidelity"]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     out = "\n".join(lines)
+    if off_device:
+        out += "\n† " + host_note(report, markdown=False)
     problems = []
     for model in report.models:
         if model.error is not None:
             problems.append(f"  {model.path}: {model.error.message}")
         for r in model.results:
             for v in r.violations:
-                problems.append(f"  {model.name} on {r.device}: {v.limit} {v.threshold} "
-                                f"but measured {fmt_num(v.measured, 3)} (set at {v.source})")
+                problems.append(f"  {model.name} on {r.device}: {v.limit} {v.threshold:g} but measured "
+                                f"{fmt_value(v.metric, v.measured) if v.measured is not None else 'nothing'}"
+                                f" (set {'by the' if v.builtin else 'at'} {check_source(v)})")
+            if r.baseline is not None and r.violations:
+                problems.append(f"  {model.name} on {r.device} vs base {r.baseline.commit[:7]}: "
+                                + base_status(r)[1].replace("`", ""))
             if r.status in ("error", "skipped") and r.reason:
                 problems.append(f"  {model.name} on {r.device}: {r.status}: {r.reason}")
     for e in report.errors:

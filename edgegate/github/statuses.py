@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from edgegate.github.client import GitHubRepo
 from edgegate.logsafe import show_hidden
 from edgegate.report.model import Report
+from edgegate.report.render import fmt_drop
 
 DESCRIPTION_LIMIT = 140
 STATE = {"passed": "success", "failed": "failure", "error": "error", "skipped": "success"}
@@ -42,7 +43,7 @@ def _result_text(model: str, result) -> str:
     if m.speedup is not None:
         parts.append(f"{m.speedup:.2f}x faster")
     if m.accuracy_drop_pp is not None:
-        parts.append(f"{m.accuracy_drop_pp:+.2f} pp acc drop")
+        parts.append(f"accuracy drop {fmt_drop(m.accuracy_drop_pp)} pp")      # positive: worse
     return f"{model} passed" + (f": {', '.join(parts)}" if parts else "")
 
 

@@ -69,6 +69,7 @@ def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceR
         if not _applies(name, limit, result):
             continue
         direction, metric, _unit = LIMITS[name]
+        builtin = getattr(limit, "builtin", False)          # named "built-in ... profile" in reports
         value, decide, note = _measured(result, metric, device)
         warning = None
         if name == "max_accuracy_drop_pp" and result.metrics.metric in ("top1", "top5"):
@@ -79,19 +80,20 @@ def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceR
             why = result.metrics.not_measured.get(metric) or "not measured"
             if why == IDENTICAL_OUTPUTS and direction == "min":     # infinite SQNR: perfect
                 checks.append(Check(limit=name, metric=metric, threshold=limit.value,
-                                    measured=None, passed=True, source=limit.source, note=why))
+                                    measured=None, passed=True, source=limit.source,
+                                    builtin=builtin, note=why))
                 continue
             fails = _unmeasured_fails(metric, result)
             if fails:
                 why = (f"{why}; the {result.metrics.task} model's fidelity ({metric}) could not be "
                        "computed, so the gate fails rather than pass unchecked")
             checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=None,
-                                passed=False if fails else None, source=limit.source, note=why,
-                                warning=warning))
+                                passed=False if fails else None, source=limit.source,
+                                builtin=builtin, note=why, warning=warning))
             continue
         ok = decide <= limit.value if direction == "max" else decide >= limit.value
         checks.append(Check(limit=name, metric=metric, threshold=limit.value, measured=value,
-                            passed=ok, source=limit.source,
+                            passed=ok, source=limit.source, builtin=builtin,
                             note=note if note and value is not None and
                             ((value <= limit.value) if direction == "max" else (value >= limit.value)) != ok
                             else None,

@@ -14,24 +14,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from edgegate.config.policy_schema import LIMITS
 from edgegate.policy.check import blocking_policy_changes
 from edgegate.report.model import Check, DeviceResult, ModelReport, Report
-
-
-def _value(x: float | None, unit: str) -> str:
-    if x is None:
-        return "not measured"
-    return f"{x:.4g}" + (f" {unit}" if unit else "")
+from edgegate.report.render import check_source, fmt_limit, fmt_value
 
 
 def violation_message(model: ModelReport, result: DeviceResult, check: Check) -> str:
-    unit = LIMITS.get(check.limit, ("", "", ""))[2]
-    text = (f"{model.path} on {result.device}: {check.limit} is {check.threshold:g}, measured "
-            f"{_value(check.measured, unit)} ({check.metric})")
+    """The comment's words: the limit in its unit, the value as the comment prints it (an accuracy
+    drop positive when worse, µs below 1 ms), where the limit was set."""
+    measured = "not measured" if check.measured is None else fmt_value(check.metric, check.measured)
+    text = (f"{model.path} on {result.device}: {check.limit} is {check.threshold:g} "
+            f"({fmt_limit(check)}), measured {measured} ({check.metric})")
     if check.note:
         text += f"; {check.note}"
-    return text + f" — set at {check.source}"
+    return text + f" — set {'by the' if check.builtin else 'at'} {check_source(check)}"
 
 
 class _Suite:

@@ -39,6 +39,7 @@ class Check(_Record):
     measured: float | None
     passed: bool | None                # None: not measured here
     source: str                        # policy file:line that set the limit
+    builtin: bool = False              # set by a built-in device profile (source: its packaged file)
     note: str | None = None
     decided_on: float | None = None    # the value compared (e.g. an interval bound), if not measured
     warning: str | None = None         # e.g. an evaluation set too small for this limit

@@ -309,7 +309,8 @@ class PrecisionSearch:
         if self.compute and not self._out_of_time("sensitivity"):
             blame = layer_blame(self.compute, self.macs,
                                 lambda node: self.build(current.cfg, nodes=[node]),
-                                self.scorer, self.deadline, self.clock)
+                                self.scorer, self.deadline, self.clock,
+                                only=self.budget.metrics() | {"sqnr_db"})
             for row in blame:
                 row["op_type"] = self.op_types.get(row["node"])
         # 4. balanced: keep the worst-blamed layers in float until the budget is met
@@ -475,6 +476,8 @@ def _blame_reason(row: dict, budget: Budget) -> str:
         parts.append(f"{row['disagreement_pp']:.2f} pp top-1 disagreement")
     if row.get("box_f1") is not None:
         parts.append(f"box F1 {row['box_f1']:.3f}")
+    if row.get("mask_iou") is not None:
+        parts.append(f"mask IoU {row['mask_iou']:.3f}")
     if row.get("cosine_similarity") is not None and budget.kind == "cosine_similarity":
         parts.append(f"cosine {row['cosine_similarity']:.4f}")
     if row.get("sqnr_db") is not None:

@@ -663,6 +663,7 @@ def quantize_static_defaults(case: Case, work: Path, settings: Settings) -> dict
 # ------------------------------------------------------------------------------- printing
 
 FORMATS = {"top1_agreement": "agree {:.1%}", "cosine_similarity": "cos {:.4f}", "box_f1": "box F1 {:.3f}",
+           "mask_iou": "mask IoU {:.3f}",
            "sqnr_db": "SQNR {:.1f} dB"}
 
 

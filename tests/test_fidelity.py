@@ -529,3 +529,20 @@ def test_a_one_channel_probability_map_is_gated_on_mask_iou_and_a_broken_artifac
     assert Budget("disagreement_pp", 1, "").shortfall(Quality(None, None, 0.5, None, 0.0)) == pytest.approx(49)
     drop = Budget("accuracy_drop_pp", 1, "")                   # at most: an inf drop is infinitely short
     assert drop.shortfall(Quality(None, float("inf"), None, None, 0.0)) == float("inf")
+
+
+def test_the_channel_axis_of_maps_sequences_and_heads():
+    from edgegate.stages.fidelity import _channel_axis
+
+    assert _channel_axis((1, 1, 160, 160)) is None          # one channel: the whole map, never its rows
+    assert _channel_axis((1, 64, 80, 80)) == 1              # NCHW
+    assert _channel_axis((1, 160, 160, 1)) is None          # NHWC, one channel
+    assert _channel_axis((1, 80, 80, 64)) == 3              # NHWC
+    assert _channel_axis((1, 3, 4, 4)) == 1                 # small NCHW stays NCHW
+    assert _channel_axis((1, 84, 8400)) == 1                # YOLOv8 [N, 4+nc, A]
+    assert _channel_axis((1, 25, 96)) == 1 and _channel_axis((1, 96, 25)) == 2   # [N, L, C] / [N, C, L]
+    rng = np.random.default_rng(0)
+    ref = [[np.where(np.arange(16)[:, None] < 4, 0.0, rng.random((16, 16)))[None, None] for _ in range(3)]]
+    new = [[r + 0.01 * rng.standard_normal(r.shape) for r in ref[0]]]   # rows 0-3 constant background
+    metrics, _ = task_fidelity(TaskInfo("regression", False, "declared"), ref, new)
+    assert metrics["sqnr_worst_channel"] == 0 and metrics["sqnr_db"] > 20 and metrics["sqnr_channels_skipped"] == 0

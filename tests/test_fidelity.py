@@ -485,6 +485,9 @@ def test_a_one_channel_probability_map_is_gated_on_mask_iou_and_a_broken_artifac
     info = infer_task("auto", *shapes, ref)
     assert (info.task, info.mask, info.output, info.primary) == ("segmentation", True, 0, "mask_iou"), info.why
     assert "one-channel map" in info.why and "thresholded at 0.5" in info.why
+    paddle = [("x", ("p2o.DynamicDimension.0", 1, "p2o.DynamicDimension.1", "p2o.DynamicDimension.2"), "float32")], \
+        [("sigmoid_0.tmp_0", ("p2o.DynamicDimension.3", 1, "p2o.DynamicDimension.4", "p2o.DynamicDimension.5"), "float32")]
+    assert infer_task("auto", *paddle, ref).mask        # PP-OCR's det: dynamic H, W named apart
     same, _ = task_fidelity(info, ref, ref)
     assert same["mask_iou"] == 1.0 and same["primary_metric"] == "mask_iou"
     assert 0.02 < same["mask_foreground_fp32"] / (24 * 64 * 64) < 0.5      # the map has ink and background

@@ -31,7 +31,8 @@ per-sample shapes of the FP32 outputs on the evaluation data, without a leading 
 7. **segmentation** -- an output ``[C, H, W]`` (or ``[H, W, C]``) with C > 1, H, W > 1, whose
    H, W equal, or are a whole fraction or multiple of, the spatial size of an image input.
 8. **segmentation, one-channel mask** -- an output ``[1, H, W]``, ``[H, W, 1]`` or ``[H, W]``
-   (H, W > 1) spatially matching an image input like rule 7, whose values lie in [0, 1] on every
+   (H, W > 1) spatially matching an image input like rule 7 (or with dynamic H, W in the graph
+   where the image input has dynamic H, W too), whose values lie in [0, 1] on every
    inspected sample: a probability map (a text detector's, a binary segmenter's). A user
    thresholds it, so it is gated on the foreground IoU of both maps thresholded at
    MASK_THRESHOLD (argmax over one channel would agree everywhere, whatever the artifact does).
@@ -274,14 +275,19 @@ def _mask_output(outputs: list, inputs: list, shapes: list, ref: list, need_unit
         graph = tuple(outputs[k][1])
         graph_hw = graph[-2:] if found[0] == 1 or len(shape) == 2 else graph[-3:-1]
         for name, in_hw in _image_sizes(inputs):
-            if not _fits(hw, graph_hw, in_hw):
+            # dynamic H, W on both sides fit too: exporters name them apart (Paddle2ONNX's
+            # p2o.DynamicDimension.N), and the values in [0, 1] are checked below
+            dynamic = all(isinstance(d, str) for d in (*in_hw, *graph_hw))
+            if not (_fits(hw, graph_hw, in_hw) or dynamic):
                 continue
             samples = [np.asarray(a, dtype=np.float64) for a in (ref[k][:INSPECT_SAMPLES] if k < len(ref) else [])]
             unit = bool(samples) and all(_in_unit(a) for a in samples)
             if need_unit and not unit:
                 break
+            match = (f"with dynamic H, W like input '{name}'" if dynamic and not _fits(hw, graph_hw, in_hw)
+                     else f"spatially matching input '{name}'")
             return k, unit, (f"output '{outputs[k][0]}' is a one-channel map {list(shape)} per sample, "
-                             f"spatially matching input '{name}', with values in [0, 1] on the "
+                             f"{match}, with values in [0, 1] on the "
                              f"{len(samples)} inspected samples: a probability map, gated on the "
                              f"foreground IoU of both maps thresholded at {MASK_THRESHOLD:g}")
     return None

@@ -30,8 +30,8 @@ noisy gaps for the VAD, whose recurrent state is carried by running the FP32 mod
 Architectures built and trained here on scikit-learn's digits (real labelled data): a
 MobileNet/EfficientNet-style depthwise-separable CNN, a BERT-style encoder over padded pixel
 tokens with an attention mask, and an LSTM classifier whose state is passed in and out.
-A YOLO-style detector (examples/detector.py, written separately) is added when that file
-provides ``benchmark_case(folder, quick) -> dict`` (see ``detector_case``).
+A YOLO-style detector: examples/detector.py's ``benchmark_case(folder, quick) -> dict`` (see
+``detector_case``).
 
     python benchmarks/real_models.py [--quick] [--only NAME] [--threads N] [--keep DIR]
 
@@ -663,6 +663,7 @@ def quantize_static_defaults(case: Case, work: Path, settings: Settings) -> dict
 # ------------------------------------------------------------------------------- printing
 
 FORMATS = {"top1_agreement": "agree {:.1%}", "cosine_similarity": "cos {:.4f}", "box_f1": "box F1 {:.3f}",
+           "mask_iou": "mask IoU {:.3f}",
            "sqnr_db": "SQNR {:.1f} dB"}
 
 

@@ -31,7 +31,7 @@ from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
 from edgegate.stages.benchmark import PairTiming, pooled
 from edgegate.stages.evaluate import collect_outputs, pick_output, score, stacked
-from edgegate.stages.fidelity import PRIMARY_METRIC, DetectionLayout, TaskInfo, infer_task
+from edgegate.stages.fidelity import DetectionLayout, TaskInfo, infer_task
 from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
                                          MEMORY_KEYS, TIMING_KEYS, Scoring, measure_artifact,
                                          time_artifacts, timing_gaps)
@@ -311,7 +311,7 @@ def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunConte
                      "metric": p.data.evaluation.info.get("metric"),
                      "accuracy_before": p.accuracy_before, "eval_samples": len(p.data.evaluation),
                      "task": p.task.task, "task_why": p.task.why,
-                     "primary_metric": PRIMARY_METRIC[p.task.task]}
+                     "primary_metric": p.task.primary}
     not_measured: dict[str, str] = {}
     if compiled.measurable:
         threads = device.profile.threads or ctx.config.benchmark.threads

@@ -155,3 +155,24 @@ def export_onnx(model, path: Path, opset: int = 17) -> Path:
                       output_names=["output0"], dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
                       opset_version=opset, dynamo=False)
     return path
+
+
+def benchmark_case(folder: Path, quick: bool) -> dict:
+    """benchmarks/real_models.py's ``yolo-detector`` row: the detector trained here (the tests'
+    recipe; fewer canvases and epochs when quick), exported to ONNX, with calibration canvases
+    of the train digits and evaluation canvases of the held-out ones (samples as the other
+    cases: 64 / 128 quick, 200 / 300 full). Unlabelled: the gate reads it as a detector and
+    checks box F1 against the FP32 model. Returns the keys of real_models.Case except
+    name/source."""
+    n_cal, n_eval = (64, 128) if quick else (200, 300)
+    canvases_n, epochs = (320, 3) if quick else (640, 5)
+    path = export_onnx(train_detector(seed=0, canvases_n=canvases_n, epochs=epochs), folder / "yolo-detector.onnx")
+    calibration, _ = canvases(n_cal, seed=11, split="train")
+    evaluation, truth = canvases(n_eval, seed=7, split="test")
+    objects = sum(len(t) for t in truth)
+    return {"task": "other", "onnx": path, "calibration": {"images": calibration},
+            "evaluation": {"images": evaluation}, "labels": None,
+            "data": (f"scikit-learn digits pasted 1-3 per 64x64 canvas (train digits for "
+                     f"calibration; {n_eval} held-out canvases, {objects} digits, to evaluate); "
+                     f"trained here {epochs} epochs on {canvases_n} canvases; unlabelled: box F1 "
+                     "against the FP32 model")}

@@ -438,3 +438,114 @@ def test_the_search_scores_a_detector_by_box_f1_as_the_gate_does(detector_onnx, 
     labelled = budget_for(limits, True, True, "top1_agreement")
     assert labelled.kind == "accuracy_drop_pp"
     assert [b.kind for b in labelled.also] == ["disagreement_pp", "cosine_similarity"]
+
+
+# ------------------------------------------------------------------------------ a one-channel probability map
+
+def ink_map_onnx(path, blur_gain: float = 1.0, seed: int = 0):
+    """A tiny conv net with a sigmoid one-channel output [N, 1, 64, 64], like a text detector's
+    probability map: where the digits' ink is (3x3 blur above 0.3) on examples/detector.py's
+    canvases. Weights are set, not trained (the map only has to mean something); ``blur_gain``
+    scales the blur filter (1: the faithful model, else a broken artifact of it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = (0.2 * rng.standard_normal((4, 1, 3, 3))).astype(np.float32)
+    w1[0] = blur_gain / 9.0
+    w2 = np.array([12.0, 0.5, -0.5, 0.3], np.float32).reshape(1, 4, 1, 1)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (np.zeros(4, np.float32), "b1"),
+                                                          (w2, "w2"), (np.array([-3.6], np.float32), "b2"))]
+    nodes = [helper.make_node("Conv", ["images", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+             helper.make_node("Sigmoid", ["c2"], ["prob"], name="sigmoid")]
+    graph = helper.make_graph(nodes, "ink", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                           ["batch", 1, 64, 64])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1, 64, 64])],
+                              inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_one_channel_probability_map_is_gated_on_mask_iou_and_a_broken_artifact_fails(tmp_path):
+    # RapidOCR's text detector ([1, 1, H, W] sigmoid map) failed at -0.0 dB: the worst-"channel"
+    # SQNR took the image rows as channels and a background row had no variance. One channel is
+    # the whole map now, and such a map is gated on what a user reads: its thresholded foreground.
+    import detector
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from edgegate.config.load import Limit
+    from edgegate.stages.sensitivity import Budget, Quality, budget_for
+
+    x, _ = detector.canvases(24, seed=7, split="test")
+    path = ink_map_onnx(tmp_path / "ink.onnx")
+    ref = outputs_of(path, x)
+    shapes = [("images", ("batch", 1, 64, 64), "float32")], [("prob", ("batch", 1, 64, 64), "float32")]
+    info = infer_task("auto", *shapes, ref)
+    assert (info.task, info.mask, info.output, info.primary) == ("segmentation", True, 0, "mask_iou"), info.why
+    assert "one-channel map" in info.why and "thresholded at 0.5" in info.why
+    paddle = [("x", ("p2o.DynamicDimension.0", 1, "p2o.DynamicDimension.1", "p2o.DynamicDimension.2"), "float32")], \
+        [("sigmoid_0.tmp_0", ("p2o.DynamicDimension.3", 1, "p2o.DynamicDimension.4", "p2o.DynamicDimension.5"), "float32")]
+    assert infer_task("auto", *paddle, ref).mask        # PP-OCR's det: dynamic H, W named apart
+    same, _ = task_fidelity(info, ref, ref)
+    assert same["mask_iou"] == 1.0 and same["primary_metric"] == "mask_iou"
+    assert 0.02 < same["mask_foreground_fp32"] / (24 * 64 * 64) < 0.5      # the map has ink and background
+
+    calibration, _ = detector.canvases(16, seed=11, split="train")
+
+    class Canvases(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"images": calibration[i:i + 1]} for i in range(len(calibration)))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    int8 = tmp_path / "ink.int8.onnx"
+    quantize_static(str(path), str(int8), Canvases(), quant_format=QuantFormat.QDQ)
+    faithful, not_measured = task_fidelity(info, ref, outputs_of(int8, x))
+    broken, _ = task_fidelity(info, ref, outputs_of(ink_map_onnx(tmp_path / "b.onnx", blur_gain=0.7), x))
+    assert not_measured == {}
+    assert faithful["mask_iou"] >= 0.9 > broken["mask_iou"], (faithful["mask_iou"], broken["mask_iou"])
+    assert broken["mask_agreement"] > broken["mask_iou"]       # background agreement flatters the map
+    # one channel is the whole map: its SQNR is the whole tensor's (centred), never a row's
+    assert faithful["sqnr_worst_channel"] == 0 and faithful["sqnr_db"] > 5
+
+    builtin = {n: Limit(n, v, "built-in x86-cpu profile", None, builtin=True)
+               for n, v in (("min_mask_iou", 0.9), ("min_top1_agreement", 0.99), ("min_sqnr_db", 20.0))}
+    budget = budget_for(builtin, labelled=False, classes=False, primary=info.primary)
+    assert (budget.kind, budget.value, budget.also) == ("mask_iou", 0.9, ())
+
+    def quality(iou):
+        return Quality(None, None, None, None, 0.0, mask_iou=iou)
+
+    assert budget.met(quality(faithful["mask_iou"])) and not budget.met(quality(broken["mask_iou"]))
+    empty = [[np.zeros_like(a) for a in ref[0]]]              # no foreground: never a pass
+    metrics, not_measured = task_fidelity(info, empty, empty)
+    assert metrics["mask_iou"] is None and "no pixel above 0.5" in not_measured["mask_iou"]
+    logits = [[a * 8 - 4 for a in ref[0]]]                    # one channel, not probabilities
+    assert not infer_task("auto", *shapes, logits).mask
+    with pytest.raises(ConfigError, match="not in \\[0, 1\\]") as err:
+        infer_task("segmentation", *shapes, logits)
+    assert "sigmoid" in err.value.fix
+    assert Budget("sqnr_db", 20, "").shortfall(Quality(None, None, None, float("inf"), 0.0)) == float("-inf")
+    assert Budget("disagreement_pp", 1, "").shortfall(Quality(None, None, 0.5, None, 0.0)) == pytest.approx(49)
+    drop = Budget("accuracy_drop_pp", 1, "")                   # at most: an inf drop is infinitely short
+    assert drop.shortfall(Quality(None, float("inf"), None, None, 0.0)) == float("inf")
+
+
+def test_the_channel_axis_of_maps_sequences_and_heads():
+    from edgegate.stages.fidelity import _channel_axis
+
+    assert _channel_axis((1, 1, 160, 160)) is None          # one channel: the whole map, never its rows
+    assert _channel_axis((1, 64, 80, 80)) == 1              # NCHW
+    assert _channel_axis((1, 160, 160, 1)) is None          # NHWC, one channel
+    assert _channel_axis((1, 80, 80, 64)) == 3              # NHWC
+    assert _channel_axis((1, 3, 4, 4)) == 1                 # small NCHW stays NCHW
+    assert _channel_axis((1, 84, 8400)) == 1                # YOLOv8 [N, 4+nc, A]
+    assert _channel_axis((1, 25, 96)) == 1 and _channel_axis((1, 96, 25)) == 2   # [N, L, C] / [N, C, L]
+    rng = np.random.default_rng(0)
+    ref = [[np.where(np.arange(16)[:, None] < 4, 0.0, rng.random((16, 16)))[None, None] for _ in range(3)]]
+    new = [[r + 0.01 * rng.standard_normal(r.shape) for r in ref[0]]]   # rows 0-3 constant background
+    metrics, _ = task_fidelity(TaskInfo("regression", False, "declared"), ref, new)
+    assert metrics["sqnr_worst_channel"] == 0 and metrics["sqnr_db"] > 20 and metrics["sqnr_channels_skipped"] == 0

@@ -19,6 +19,7 @@ LIMITS: dict[str, tuple[str, str, str]] = {
     "min_sqnr_db": ("min", "sqnr_db", "dB"),
     "min_box_f1": ("min", "box_f1", ""),
     "min_cosine_similarity": ("min", "cosine_similarity", ""),
+    "min_mask_iou": ("min", "mask_iou", ""),
     "max_memory_mb": ("max", "peak_memory_mb", "MB"),
     "max_memory_growth_pct": ("max", "memory_growth_pct", "%"),
     "max_load_time_ms": ("max", "load_time_ms", "ms"),
@@ -27,7 +28,8 @@ LIMITS: dict[str, tuple[str, str, str]] = {
 }
 
 # Label-free fidelity against the FP32 model: each task gates on one of these by default.
-FIDELITY_LIMITS = ("min_top1_agreement", "min_box_f1", "min_cosine_similarity", "min_sqnr_db")
+FIDELITY_LIMITS = ("min_top1_agreement", "min_box_f1", "min_cosine_similarity", "min_mask_iou",
+                   "min_sqnr_db")
 
 
 class Limits(BaseModel):
@@ -46,6 +48,9 @@ class Limits(BaseModel):
                                                                    "the FP32 model's (F1)")
     min_cosine_similarity: float | None = Field(None, ge=-1, le=1, description="mean cosine of the "
                                                                                "outputs vs FP32")
+    min_mask_iou: float | None = Field(
+        None, ge=0, le=1, description="one-channel probability maps: foreground IoU of the artifact's "
+                                      "map and the FP32 model's, both thresholded at 0.5")
     # memory, load time, tail latency, throughput: no built-in default; a repository sets them
     max_memory_mb: float | None = Field(
         None, gt=0, description="peak resident memory of loading and running the artifact in a fresh "

@@ -84,6 +84,8 @@ class Metrics(_Record):
     task_why: str | None = None                    # declared, or what the inference saw
     primary_metric: str | None = None              # the fidelity metric this task gates on
     top1_agreement: float | None = None            # per sample (per pixel for segmentation)
+    mask_iou: float | None = None                  # one-channel probability map: foreground IoU at 0.5
+    mask_agreement: float | None = None            # ... and the share of pixels on the same side of 0.5
     box_f1: float | None = None                    # detections after NMS vs the FP32 model's
     box_f1_detections_fp32: int | None = None
     cosine_similarity: float | None = None

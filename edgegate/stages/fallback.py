@@ -4,8 +4,9 @@
   level balanced when MatMul/Gemm hold most of the MACs (attention, MLPs): on ONNX Runtime's CPU
   provider it is often the fast INT8 recipe there. It replaces static INT8 when within the budget
   and clearly faster head to head (two timings), or when static INT8 misses the budget.
-- The fallback: when the configuration found is slower than FP32 in every timing, the fastest
-  faithful artifact measured ships: dynamic INT8 (when the model has MatMul/Gemm and it is
+- The fallback: when the configuration found is slower than FP32 on the pooled evidence, or
+  the FP32 floor is faster head to head (search.PrecisionSearch.int8_vs_floor decides), the
+  fastest faithful artifact measured ships: dynamic INT8 (when the model has MatMul/Gemm and it is
   measurably faster than FP32 and the floor, within budget) or the FP32 floor (stages/floor.py),
   even when that cannot meet a size limit or min_speedup. The gate then fails on that limit with
   the honest reason, and the verdict says why INT8 lost.
@@ -81,15 +82,17 @@ def dynamic_step(s: PrecisionSearch, static: Built, final: dict):
 
 
 def fallback(s: PrecisionSearch, current: Built, final: dict, level: str, blame: list[dict],
-              dynamic: Built | None, dyn_info: dict | None, ranges: dict) -> "SearchResult":
-    """INT8 (best found) is slower than FP32 in every timing: the fastest faithful artifact
-    measured ships (dynamic INT8 when the model has MatMul/Gemm, else the FP32 floor), even
-    when it cannot meet a size limit or min_speedup: the gate then fails on that limit."""
+              dynamic: Built | None, dyn_info: dict | None, ranges: dict, floor: Built
+              ) -> "SearchResult":
+    """INT8 (best found) lost to the FP32 ``floor`` (int8_vs_floor built and timed it): the
+    fastest faithful artifact measured ships (dynamic INT8 when the model has MatMul/Gemm, else
+    the FP32 floor), even when it cannot meet a size limit or min_speedup: the gate then fails
+    on that limit."""
     lost = name(current.cfg)
-    times = len(final["timings_vs_fp32_ci95"])
-    why = (f"{lost} (best found) measured {final['speedup_vs_fp32']:.2f}x FP32 here "
-           f"({times} timings, every one slower)")
-    floor = s.candidate(Cfg("fp32"), "fallback")
+    pool, h2h = final["pooled_vs_fp32"], final["int8_vs_floor"]
+    why = (f"{lost} (best found) measured {pool['speedup']:.2f}x FP32 here ({pool['timings']} "
+           f"timings pooled, 95% interval {pool['ci95'][0]:.2f}-{pool['ci95'][1]:.2f}); head to head "
+           f"the FP32 floor was {h2h['floor_over_int8_pooled']:.2f}x {lost}")
     others = []
     if current.cfg.precision != "int8-dynamic" and any(
             t in MATMUL_OPS for t in s.op_types.values()):
@@ -117,6 +120,7 @@ def fallback(s: PrecisionSearch, current: Built, final: dict, level: str, blame:
     record = {"why": f"{why}; shipped {what}, {speed:.2f}x FP32",
               "int8_speedup_vs_fp32": final["speedup_vs_fp32"],
               "int8_timings_vs_fp32_ci95": final["timings_vs_fp32_ci95"],
+              "int8_pooled_vs_fp32": pool, "floor_vs_int8": h2h,
               "shipped": "fp32-floor" if chosen is floor else chosen.cfg.precision,
               "shipped_speedup_vs_fp32": speed,
               "measured": [b.record["id"] for b in [floor, *others]],

@@ -30,12 +30,18 @@ per-sample shapes of the FP32 outputs on the evaluation data, without a leading 
    ``[T, D]``.
 7. **segmentation** -- an output ``[C, H, W]`` (or ``[H, W, C]``) with C > 1, H, W > 1, whose
    H, W equal, or are a whole fraction or multiple of, the spatial size of an image input.
-8. otherwise **regression**.
+8. **segmentation, one-channel mask** -- an output ``[1, H, W]``, ``[H, W, 1]`` or ``[H, W]``
+   (H, W > 1) spatially matching an image input like rule 7 (or with dynamic H, W in the graph
+   where the image input has dynamic H, W too), whose values lie in [0, 1] on every
+   inspected sample: a probability map (a text detector's, a binary segmenter's). A user
+   thresholds it, so it is gated on the foreground IoU of both maps thresholded at
+   MASK_THRESHOLD (argmax over one channel would agree everywhere, whatever the artifact does).
+9. otherwise **regression**.
 
 Metrics (``task_fidelity``): top-1 agreement (classification; per pixel for segmentation),
-box F1 after decoding, confidence filtering, class-wise NMS and greedy matching (detection),
+mask IoU and per-pixel mask agreement (one-channel probability maps, thresholded), box F1 after decoding, confidence filtering, class-wise NMS and greedy matching (detection),
 cosine similarity, per-channel SQNR (worst channel, so a small score channel cannot hide under
-large box channels) and the whole-tensor SQNR. An artifact that puts NaN/inf where the FP32
+large box channels; the channel axis is ``_channel_axis``'s) and the whole-tensor SQNR. An artifact that puts NaN/inf where the FP32
 model has finite values gets the failure value of every metric that reads that output.
 """
 
@@ -54,6 +60,8 @@ BOX_FORMATS = ("xywh", "xyxy")
 PRIMARY_METRIC = {"classification": "top1_agreement", "segmentation": "top1_agreement",
                   "detection": "box_f1", "embedding": "cosine_similarity",
                   "regression": "sqnr_db", "sequence": "sqnr_db"}
+MASK_METRIC = "mask_iou"        # the primary metric of a one-channel probability map
+MASK_THRESHOLD = 0.5            # a probability map's pixel is foreground above this
 SQNR_FLOOR_DB = -100.0          # reported instead of -inf (NaN or exploding noise)
 MIN_ANCHORS = 100               # a YOLO/SSD head has at least this many anchors
 MAX_NMS_BOXES = 30000           # candidates per image fed to NMS, highest scores first
@@ -91,6 +99,12 @@ class TaskInfo:
     output: int | None = None           # the output the task metric reads (classification, embedding, segmentation)
     axis: int = 1                       # segmentation: the class axis of that output's sample arrays (batch included)
     per_position: bool = False          # classification: one class vector per position ([T, C]), argmax on the last axis
+    mask: bool = False                  # segmentation: a one-channel probability map, thresholded at MASK_THRESHOLD
+
+    @property
+    def primary(self) -> str:
+        """The fidelity metric this task gates on (the one place it is derived)."""
+        return MASK_METRIC if self.mask else PRIMARY_METRIC[self.task]
 
 
 # ------------------------------------------------------------------------------ shapes and values
@@ -214,23 +228,75 @@ def _vector_output(shape: tuple) -> bool:
     return len(shape) == 1 and isinstance(shape[0], int) and shape[0] > 1
 
 
-def _segmentation_output(outputs: list, inputs: list, shapes: list) -> tuple[int, int, str] | None:
-    """(output index, class axis in the batched sample array, why) for a class map output."""
+def _image_sizes(inputs: list) -> list[tuple[str, tuple]]:
+    """(name, spatial H, W) of every 4-D (image) input, NCHW or NHWC."""
     spatial = []
     for name, shape, _ in inputs:
         shape = tuple(shape)
         if len(shape) == 4:
             nhwc = isinstance(shape[3], int) and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4)
             spatial.append((name, shape[1:3] if nhwc else shape[2:4]))
+    return spatial
 
-    def fits(hw: tuple, graph_hw: tuple, in_hw: tuple) -> bool:
-        if all(isinstance(d, int) for d in in_hw) and all(isinstance(d, int) for d in hw):
-            ratios = [h / i for h, i in zip(hw, in_hw)]
-            r = ratios[0]
-            whole = r >= 1 and abs(r - round(r)) < 1e-9 or r < 1 and abs(1 / r - round(1 / r)) < 1e-9
-            return abs(ratios[1] - r) < 1e-9 and whole
-        return tuple(graph_hw) == tuple(in_hw) and all(isinstance(d, str) for d in in_hw)
 
+def _fits(hw: tuple, graph_hw: tuple, in_hw: tuple) -> bool:
+    """An output's H, W equal, or are a whole fraction or multiple of, an input's."""
+    if all(isinstance(d, int) for d in in_hw) and all(isinstance(d, int) for d in hw):
+        ratios = [h / i for h, i in zip(hw, in_hw)]
+        r = ratios[0]
+        whole = r >= 1 and abs(r - round(r)) < 1e-9 or r < 1 and abs(1 / r - round(1 / r)) < 1e-9
+        return abs(ratios[1] - r) < 1e-9 and whole
+    return tuple(graph_hw) == tuple(in_hw) and all(isinstance(d, str) for d in in_hw)
+
+
+def _map_hw(shape: tuple) -> tuple[int, tuple] | None:
+    """(channel axis in the batched sample array, H, W) of a one-channel map's per-sample shape
+    [1, H, W], [H, W, 1] or [H, W]; None for another shape."""
+    if not all(isinstance(d, int) for d in shape):
+        return None
+    if len(shape) == 3 and shape[0] == 1 and min(shape[1:]) > 1:
+        return 1, shape[1:]
+    if len(shape) == 3 and shape[2] == 1 and min(shape[:2]) > 1:
+        return -1, shape[:2]
+    if len(shape) == 2 and min(shape) > 1:
+        return -1, shape
+    return None
+
+
+def _mask_output(outputs: list, inputs: list, shapes: list, ref: list, need_unit: bool = True
+                 ) -> tuple[int, bool, str] | None:
+    """(output index, values in [0, 1], why) for a one-channel map spatially matching an image
+    input; with ``need_unit`` only when its values are probabilities on every inspected sample."""
+    for k, shape in enumerate(shapes):
+        found = _map_hw(shape)
+        if found is None or not _out_is_float(outputs, ref, k):
+            continue
+        hw = found[1]
+        graph = tuple(outputs[k][1])
+        graph_hw = graph[-2:] if found[0] == 1 or len(shape) == 2 else graph[-3:-1]
+        for name, in_hw in _image_sizes(inputs):
+            # dynamic H, W on both sides fit too: exporters name them apart (Paddle2ONNX's
+            # p2o.DynamicDimension.N), and the values in [0, 1] are checked below
+            dynamic = all(isinstance(d, str) for d in (*in_hw, *graph_hw))
+            if not (_fits(hw, graph_hw, in_hw) or dynamic):
+                continue
+            samples = [np.asarray(a, dtype=np.float64) for a in (ref[k][:INSPECT_SAMPLES] if k < len(ref) else [])]
+            unit = bool(samples) and all(_in_unit(a) for a in samples)
+            if need_unit and not unit:
+                break
+            match = (f"with dynamic H, W like input '{name}'" if dynamic and not _fits(hw, graph_hw, in_hw)
+                     else f"spatially matching input '{name}'")
+            return k, unit, (f"output '{outputs[k][0]}' is a one-channel map {list(shape)} per sample, "
+                             f"{match}, with values in [0, 1] on the "
+                             f"{len(samples)} inspected samples: a probability map, gated on the "
+                             f"foreground IoU of both maps thresholded at {MASK_THRESHOLD:g}")
+    return None
+
+
+def _segmentation_output(outputs: list, inputs: list, shapes: list) -> tuple[int, int, str] | None:
+    """(output index, class axis in the batched sample array, why) for a class map output."""
+    spatial = _image_sizes(inputs)
+    fits = _fits
     for k, shape in enumerate(shapes):
         if len(shape) != 3 or not all(isinstance(d, int) for d in shape):
             continue
@@ -274,7 +340,7 @@ def infer_task(declared: str, inputs: list[tuple[str, tuple, str]], outputs: lis
     embed_named = [k for k in float_out if _EMBED_NAME.search(names[k]) and len(shapes[k]) in (1, 2)]
     first_vector = bool(outputs) and 0 in float_out and _vector_output(shapes[0])
     if declared != "auto":
-        return _declared(declared, inputs, outputs, shapes, float_out, embed_named)
+        return _declared(declared, inputs, outputs, shapes, float_out, embed_named, ref_outputs)
 
     found = recognise_layout(outputs, ref_outputs, strict=True)
     if found is not None:
@@ -300,8 +366,12 @@ def infer_task(declared: str, inputs: list[tuple[str, tuple, str]], outputs: lis
     seg = _segmentation_output(outputs, inputs, shapes)
     if seg is not None:
         return TaskInfo("segmentation", True, "segmentation: " + seg[2], output=seg[0], axis=seg[1])
+    mask = _mask_output(outputs, inputs, shapes, ref_outputs)
+    if mask is not None:
+        return TaskInfo("segmentation", True, "segmentation (one-channel mask): " + mask[2],
+                        output=mask[0], mask=True)
     return TaskInfo("regression", True, "regression: no output looks like class scores, boxes, an "
-                    "embedding, a class map or a recurrent state")
+                    "embedding, a class map, a probability map or a recurrent state")
 
 
 def _distributions(ref: list, k: int) -> bool:
@@ -356,7 +426,8 @@ def _state_output(inputs: list, outputs: list, shapes: list) -> str | None:
     return None
 
 
-def _declared(task: str, inputs: list, outputs: list, shapes: list, float_out: list, embed_named: list) -> TaskInfo:
+def _declared(task: str, inputs: list, outputs: list, shapes: list, float_out: list, embed_named: list,
+              ref: list) -> TaskInfo:
     names = [o[0] for o in outputs]
     if task == "classification":
         k = next((k for k in range(len(outputs)) if _vector_output(shapes[k])), None)
@@ -372,10 +443,22 @@ def _declared(task: str, inputs: list, outputs: list, shapes: list, float_out: l
                         output=rows[0])
     if task == "segmentation":
         seg = _segmentation_output(outputs, inputs, shapes)
+        mask = _mask_output(outputs, inputs, shapes, ref, need_unit=False) if seg is None else None
+        if mask is not None:
+            if not mask[1]:
+                raise ConfigError(
+                    f"task is segmentation but output '{names[mask[0]]}' {list(shapes[mask[0]])} is a "
+                    "one-channel map whose values are not in [0, 1]: top-1 over one channel agrees "
+                    "everywhere, and a threshold needs probabilities", field="task",
+                    value=[f"{n} {list(s)}" for n, s, _ in outputs],
+                    fix="export the model with its sigmoid applied to that output, or declare "
+                        "task: regression (gated on SQNR)")
+            return TaskInfo(task, False, "segmentation declared; " + mask[2], output=mask[0], mask=True)
         if seg is None:
-            k = next((k for k, s in enumerate(shapes) if len(s) == 3), None)
+            k = next((k for k, s in enumerate(shapes) if len(s) == 3 and 1 not in (s[0], s[-1])), None)
             if k is None:
-                raise ConfigError("task is segmentation but no output is a class map [1, C, H, W]",
+                raise ConfigError("task is segmentation but no output is a class map [1, C, H, W] "
+                                  "(C > 1) or a one-channel probability map [1, 1, H, W]",
                                   field="task", value=[f"{n} {list(s)}" for n, s, _ in outputs],
                                   fix="declare the task the model has, or task: auto")
             seg = (k, 1, f"class axis 1 of output '{names[k]}'")
@@ -572,10 +655,43 @@ def cosine(ref: list[np.ndarray], new: list[np.ndarray], per_row: bool) -> float
 
 
 def _channel_axis(shape: tuple) -> int | None:
-    """The smallest non-batch axis of size > 1 (the first of equals); None for no such axis."""
+    """The channel axis of one sample's output array (batch axis first), None for one channel.
+
+    4-D is an image-like map: NCHW, so axis 1 even when it is 1 (one channel: the whole map is
+    one channel, never its rows), unless the last axis is smaller than both spatial axes (NHWC,
+    e.g. [1, H, W, 1] or [1, 80, 80, 64]). Other ranks ([N, C], [N, L, C], YOLO's [N, 4+nc, A]):
+    the smallest non-batch axis of size > 1 (the first of equals)."""
+    if len(shape) == 4:
+        axis = 3 if shape[3] < shape[1] and shape[3] < shape[2] else 1
+        return axis if shape[axis] > 1 else None
     axes = range(1 if len(shape) >= 2 else 0, len(shape))
     sized = [(shape[a], a) for a in axes if shape[a] > 1]
     return min(sized)[1] if sized else None
+
+
+def mask_iou(ref: list[np.ndarray], new: list[np.ndarray]) -> tuple[float | None, float | None, int, str | None]:
+    """(foreground IoU, per-pixel agreement, FP32 foreground pixels, reason when None) of two
+    probability maps thresholded at MASK_THRESHOLD, pooled over every sample (a shape mismatch
+    counts the whole FP32 foreground as missed and every pixel as disagreeing)."""
+    inter = union = agree = total = fg = 0
+    for r, n in zip(ref, new):
+        r_fg = np.asarray(r, dtype=np.float64) > MASK_THRESHOLD
+        n = np.asarray(n, dtype=np.float64)
+        fg += int(r_fg.sum())
+        total += r_fg.size
+        if n.shape != r_fg.shape:
+            union += int(r_fg.sum())
+            continue
+        n_fg = n > MASK_THRESHOLD
+        inter += int(np.sum(r_fg & n_fg))
+        union += int(np.sum(r_fg | n_fg))
+        agree += int(np.sum(r_fg == n_fg))
+    pixels = agree / total if total else None
+    if fg == 0:
+        return None, pixels, 0, (f"the FP32 map has no pixel above {MASK_THRESHOLD:g} on the {len(ref)} "
+                                 "evaluation samples, so foreground IoU says nothing: give evaluation "
+                                 "data with foreground (objects, text) in it")
+    return inter / union, pixels, fg, None
 
 
 def channel_sqnr(ref: list[np.ndarray], new: list[np.ndarray]) -> tuple[float | None, int | None, int, str | None]:
@@ -640,23 +756,29 @@ def tensor_sqnr(ref: list[np.ndarray], new: list[np.ndarray]) -> float | None:
 
 # ------------------------------------------------------------------------------ the one entry point
 
-KEYS = ("top1_agreement", "box_f1", "box_f1_detections_fp32", "box_f1_detections_artifact",
+KEYS = ("top1_agreement", "mask_iou", "mask_agreement", "mask_foreground_fp32", "box_f1", "box_f1_detections_fp32", "box_f1_detections_artifact",
         "cosine_similarity", "exact_agreement", "sqnr_db", "sqnr_worst_output", "sqnr_worst_channel",
         "sqnr_channels_skipped", "sqnr_db_tensor")
 
 
-def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np.ndarray]]) -> tuple[dict, dict]:
+def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np.ndarray]],
+                  only: set[str] | frozenset[str] | None = None) -> tuple[dict, dict]:
     """(metrics, not_measured) of the artifact's outputs ``new`` against the FP32 ``ref``
     (``ref[k][i]``: output k of sample i). Every key of KEYS is in metrics, with
     ``primary_metric`` (the task's gating metric) and ``fidelity_notes`` (failure values
-    explained); not_measured gives the reason for each None that applies to the task."""
+    explained); not_measured gives the reason for each None that applies to the task.
+    ``only``: compute just these metrics (the search's layer blame: what its budget reads);
+    the others stay None and are not listed as not measured."""
     metrics: dict = {key: None for key in KEYS}
-    metrics.update(primary_metric=PRIMARY_METRIC[info.task], fidelity_notes=[])
+    metrics.update(primary_metric=info.primary, fidelity_notes=[])
     notes = metrics["fidelity_notes"]
     not_measured: dict = {}
     applies = ["cosine_similarity", "sqnr_db", "sqnr_db_tensor"]
-    applies += {"classification": ["top1_agreement"], "segmentation": ["top1_agreement"],
-                "detection": ["box_f1"]}.get(info.task, [])
+    applies += ([MASK_METRIC] if info.mask else
+                {"classification": ["top1_agreement"], "segmentation": ["top1_agreement"],
+                 "detection": ["box_f1"]}.get(info.task, []))
+    wanted = (lambda key: True) if only is None else (lambda key: key in only)
+    applies = [key for key in applies if wanted(key)]
     samples = len(ref[0]) if ref else 0
     if samples == 0:
         for key in applies:
@@ -672,7 +794,16 @@ def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np
         notes.append(f"{metric} = {value:g}: the artifact's output {k} has NaN/inf where the FP32 output "
                      "is finite")
 
-    if info.task in ("classification", "segmentation"):
+    if info.mask and wanted(MASK_METRIC):
+        k = info.output if info.output is not None else 0
+        iou, pixels, fg, reason = mask_iou(ref[k], new[k])
+        metrics.update(mask_iou=iou, mask_agreement=pixels, mask_foreground_fp32=fg)
+        if reason:
+            not_measured[MASK_METRIC] = reason
+        elif broken[k]:
+            metrics.update(mask_iou=0.0, mask_agreement=0.0)
+            nan_note(k, MASK_METRIC, 0.0)
+    elif info.task in ("classification", "segmentation") and not info.mask and wanted("top1_agreement"):
         k = info.output if info.output is not None else 0
         if broken[k]:
             metrics["top1_agreement"] = 0.0
@@ -680,9 +811,9 @@ def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np
         else:
             axis = -1 if info.per_position else None if info.task == "classification" else info.axis
             metrics["top1_agreement"] = agreement(ref[k], new[k], axis)
-    if info.task == "detection" and info.layout is None:
+    if info.task == "detection" and info.layout is None and wanted("box_f1"):
         not_measured["box_f1"] = "no detection layout: declare detection: {layout: yolov8|yolov5|ssd, ...}"
-    if info.task == "detection" and info.layout is not None:
+    if info.task == "detection" and info.layout is not None and wanted("box_f1"):
         lay = info.layout
         f1, n_ref, n_new, reason = box_f1(lay, ref, new)
         metrics.update(box_f1=f1, box_f1_detections_fp32=n_ref, box_f1_detections_artifact=n_new)
@@ -698,33 +829,35 @@ def task_fidelity(info: TaskInfo, ref: list[list[np.ndarray]], new: list[list[np
     if info.task == "embedding":
         floats = [info.output if info.output is not None else (floats or [0])[0]]
     cosines = []
-    for k in floats:
+    for k in (floats if wanted("cosine_similarity") else []):
         if broken[k]:
             cosines.append(0.0)
             nan_note(k, "cosine_similarity", 0.0)
         else:
             cosines.append(cosine(ref[k], new[k], per_row=info.task == "embedding"))
     metrics["cosine_similarity"] = min(cosines) if cosines else None
-    if not cosines:
+    if not cosines and wanted("cosine_similarity"):
         not_measured["cosine_similarity"] = "the model has no float output (integer outputs are compared exactly)"
-    if ints:
+    if ints and wanted("exact_agreement"):
         metrics["exact_agreement"] = min(float(np.mean([np.array_equal(r, n) for r, n in zip(ref[k], new[k])]))
                                          for k in ints)
 
     worst, skipped = None, 0
-    for k in range(len(ref)):
+    for k in (range(len(ref)) if wanted("sqnr_db") else []):
         db, channel, skip, note = channel_sqnr(ref[k], new[k])
         skipped += skip
         if note:
             notes.append(f"sqnr_db = {SQNR_FLOOR_DB:g} on output {k}: {note}")
         if db is not None and (worst is None or db < worst[0]):
             worst = (db, k, channel)
-    if worst is None:
+    if worst is None and wanted("sqnr_db"):
         not_measured["sqnr_db"] = (f"every channel of the FP32 outputs is constant over the {samples} "
                                    "evaluation samples: give evaluation data that varies")
-    else:
+    elif worst is not None:
         metrics.update(sqnr_db=worst[0], sqnr_worst_output=worst[1], sqnr_worst_channel=worst[2])
     metrics["sqnr_channels_skipped"] = skipped
+    if not wanted("sqnr_db_tensor"):
+        return metrics, not_measured
     tensor = [t for t in (tensor_sqnr(r, n) for r, n in zip(ref, new)) if t is not None]
     metrics["sqnr_db_tensor"] = min(tensor) if tensor else None
     if not tensor:

@@ -24,7 +24,7 @@ from edgegate.stages.evaluate import collect_outputs, pick_output, score, stacke
 from edgegate.stages.fidelity import TaskInfo, task_fidelity
 from edgegate.stages.memory import Loadable
 
-FIDELITY_KEYS = ("top1_agreement", "box_f1", "box_f1_detections_fp32", "cosine_similarity",
+FIDELITY_KEYS = ("top1_agreement", "mask_iou", "mask_agreement", "box_f1", "box_f1_detections_fp32", "cosine_similarity",
                  "sqnr_db", "sqnr_db_tensor", "sqnr_worst_output", "sqnr_worst_channel")
 TIMING_KEYS = ("latency_p99_ms", "throughput_ips")
 FP32_TIMING_KEYS = ("latency_p50_ms_before", "speedup", "latency_p99_ms_fp32", "throughput_ips_fp32")

@@ -13,11 +13,17 @@ Levels (QuantizationSpec.level):
 - aggressive: static INT8 wherever it is measured faster, whatever the accuracy.
 
 The FP32 floor (stages/floor.py) is the model with ONNX Runtime's offline graph optimizations,
-verified against the source outputs. When the INT8 configuration found is slower than FP32 in
-every timing, the fastest faithful artifact measured ships instead (dynamic INT8 when the model
-has MatMul/Gemm, else the floor), even when it cannot meet a size limit or min_speedup: the
-gate then fails on that limit, and the verdict says why INT8 lost. Nothing slower than FP32
-ships when something faster and faithful was measured.
+verified against the source outputs. Whether the INT8 configuration found is slower than FP32
+is decided on the evidence (``int8_vs_floor``): every timing of it against FP32 in the search is
+pooled; when the pooled interval lies below 1, or any one timing's does (mixed evidence: the
+machine's load moved), the floor is built and timed head to head against INT8, interleaved,
+twice, pooled. The floor wins when the pooled evidence says slower and the head to head does not
+put INT8 measurably ahead of the floor, or, on mixed evidence, when the head to head puts the
+floor measurably ahead (its whole pooled interval above 1). Then the fastest faithful
+artifact measured ships instead (dynamic INT8 when the model has MatMul/Gemm, else the floor),
+even when it cannot meet a size limit or min_speedup: the gate then fails on that limit, and the
+verdict says why INT8 lost. Otherwise INT8 stays. This is measured even past the time budget.
+Nothing slower than FP32 ships when something faster and faithful was measured.
 
 Nothing is assumed faster: every speed decision comes from an interleaved measurement on this
 host. Every candidate tried is recorded with its configuration, latency and quality. The
@@ -40,7 +46,7 @@ from edgegate.config.schema import QuantizationSpec
 from edgegate.data.sources import Dataset
 from edgegate.errors import ConversionError
 from edgegate.stages.analyze import node_macs
-from edgegate.stages.benchmark import PairTiming, benchmark_pair
+from edgegate.stages.benchmark import PairTiming, benchmark_pair, pooled
 from edgegate.stages.candidates import Built, Cfg, name
 from edgegate.stages.fallback import dynamic_step, fallback, fastest_faithful
 from edgegate.stages.fidelity import TaskInfo
@@ -119,6 +125,7 @@ class PrecisionSearch:
         self._n = 0
         self.timed_out_at: str | None = None
         self.vs_fp32: dict[Path, list[list[float]]] = {}
+        self.pairs_vs_fp32: dict[Path, list[PairTiming]] = {}
         self.floor_note: str | None = None
 
     # ------------------------------------------------------------------ building and measuring
@@ -159,6 +166,7 @@ class PrecisionSearch:
         pair = self.time_pair(a, b)
         if a == self.baseline_path:      # every timing of a candidate against FP32 is evidence
             self.vs_fp32.setdefault(b, []).append([round(v, 3) for v in pair.speedup_ci95])
+            self.pairs_vs_fp32.setdefault(b, []).append(pair)
         return pair
 
     def candidate(self, cfg: Cfg, stage: str, *, timed: bool = True, note: str = "") -> Built:
@@ -309,7 +317,8 @@ class PrecisionSearch:
         if self.compute and not self._out_of_time("sensitivity"):
             blame = layer_blame(self.compute, self.macs,
                                 lambda node: self.build(current.cfg, nodes=[node]),
-                                self.scorer, self.deadline, self.clock)
+                                self.scorer, self.deadline, self.clock,
+                                only=self.budget.metrics() | {"sqnr_db"})
             for row in blame:
                 row["op_type"] = self.op_types.get(row["node"])
         # 4. balanced: keep the worst-blamed layers in float until the budget is met
@@ -352,21 +361,9 @@ class PrecisionSearch:
                          for n, t in self.op_types.items()
                          if t in COMPUTE_OPS and n not in int8 and n not in kept})
         met = self.budget.met(current.quality)
-        # INT8 counts as slower only when every timing of this configuration against FP32 in the
-        # search (at least two) puts the whole interval below 1: timings that disagree mean the
-        # machine's load moved, not the model, and the device's configured precision stays
-        evidence = self.vs_fp32.get(current.path, [])
-        final["timings_vs_fp32_ci95"] = evidence
-        slower = len(evidence) >= 2 and all(ci[1] < 1.0 for ci in evidence)
-        if final["speedup_ci95"][1] < 1.0 and not slower:
-            final["note"] = f"not slower in every timing against FP32: {name(current.cfg)} kept"
-        if slower:
-            # never ship an INT8 slower than FP32 in every timing: the fallback is measured even
-            # when the time budget has run out (one floor build and timing past it)
-            if self._out_of_time("fallback"):
-                final["note"] = ("the time budget ran out, and the fallback was measured past it: "
-                                 "an INT8 slower than FP32 in every timing never ships")
-            return fallback(self, current, final, level, blame, dynamic, dyn_info, ranges)
+        floor = self.int8_vs_floor(current, final)
+        if floor is not None:
+            return fallback(self, current, final, level, blame, dynamic, dyn_info, ranges, floor)
         self._drop(dynamic if dynamic is not current else None)
         verdict = self._verdict(current, met, level, final.get("speedup_vs_fp32"))
         if current.cfg.precision == "int8-dynamic":
@@ -380,6 +377,58 @@ class PrecisionSearch:
             extra["calibration_method_note"] = (f"{current.cfg.method} kept: it met the budget, and the "
                                                 "method changes ranges, not speed")
         return self._result(current, level, met, verdict, blame, kept, q_nodes, [], extra=extra)
+
+    def int8_vs_floor(self, current: Built, final: dict) -> Built | None:
+        """Is INT8 slower than FP32? Every timing of ``current`` against FP32 is pooled (the
+        evidence). When the pooled interval, or any single timing's, lies below 1, the FP32
+        floor is built and timed head to head against ``current`` (interleaved, twice, pooled),
+        even past the time budget. The floor is returned (for the fallback) when the pooled
+        evidence says slower and the head to head does not put ``current`` ahead of the floor
+        (whole interval), or when the evidence is mixed and the head to head puts the floor
+        ahead (whole interval); None (``current`` stays) otherwise."""
+        evidence = self.vs_fp32.get(current.path, [])
+        final["timings_vs_fp32_ci95"] = evidence
+        pairs = self.pairs_vs_fp32.get(current.path, [])
+        if not pairs:
+            return None
+        pool = pooled(*pairs)
+        final["pooled_vs_fp32"] = {"speedup": round(pool.speedup, 3), "timings": len(pairs),
+                                   "ci95": [round(v, 3) for v in pool.speedup_ci95]}
+        some = [ci for ci in evidence if ci[1] < 1.0]
+        slower = pool.speedup_ci95[1] < 1.0
+        if not slower and not some:
+            return None
+        what = name(current.cfg)
+        why = (f"{what} pooled over {len(pairs)} timings against FP32 is {pool.speedup:.2f}x "
+               f"[{pool.speedup_ci95[0]:.2f}-{pool.speedup_ci95[1]:.2f}]"
+               + (" (slower)" if slower else f", {len(some)} of them wholly below 1 (mixed)"))
+        late = self._out_of_time("fallback")
+        floor = self.candidate(Cfg("fp32"), "int8_vs_floor")
+        checks = [self.timed(current.path, floor.path) for _ in range(2)]
+        h2h = pooled(*checks)
+        record = {"why": why, "int8_candidate": current.record.get("id"),
+                  "floor_candidate": floor.record["id"],
+                  "floor_over_int8_ci95": [[round(v, 3) for v in c.speedup_ci95] for c in checks],
+                  "floor_over_int8_pooled": round(h2h.speedup, 3),
+                  "floor_over_int8_pooled_ci95": [round(v, 3) for v in h2h.speedup_ci95],
+                  "past_time_budget": late}
+        floor.record["head_to_head_vs_int8"] = record
+        final["int8_vs_floor"] = record
+        h2h_txt = (f"head to head (two interleaved timings, pooled) the FP32 floor is "
+                   f"{h2h.speedup:.2f}x [{h2h.speedup_ci95[0]:.2f}-{h2h.speedup_ci95[1]:.2f}] {what}")
+        int8_ahead, floor_ahead = h2h.speedup_ci95[1] < 1.0, h2h.speedup_ci95[0] > 1.0
+        if floor_ahead or (slower and not int8_ahead):
+            verdict = "faster" if floor_ahead else f"not slower, and {what} was slower than FP32"
+            final["note"] = f"{why}; {h2h_txt}: the floor is {verdict}, {what} does not ship" + (
+                "; measured past the time budget: an INT8 slower than FP32 never ships" if late else "")
+            record["floor_faster"] = True
+            return floor
+        final["note"] = f"{why}; {h2h_txt}: " + (f"{what} is faster, kept" if int8_ahead
+                                                 else f"the floor is not faster, {what} kept")
+        record["floor_faster"] = False
+        floor.record["note"] = f"not faster than {what} head to head: {what} kept"
+        self._drop(floor)
+        return None
 
     def final_timing(self, b: Built) -> dict:
         """The configuration timed against FP32; a second, independent timing when it looks slower
@@ -475,6 +524,8 @@ def _blame_reason(row: dict, budget: Budget) -> str:
         parts.append(f"{row['disagreement_pp']:.2f} pp top-1 disagreement")
     if row.get("box_f1") is not None:
         parts.append(f"box F1 {row['box_f1']:.3f}")
+    if row.get("mask_iou") is not None:
+        parts.append(f"mask IoU {row['mask_iou']:.3f}")
     if row.get("cosine_similarity") is not None and budget.kind == "cosine_similarity":
         parts.append(f"cosine {row['cosine_similarity']:.4f}")
     if row.get("sqnr_db") is not None:

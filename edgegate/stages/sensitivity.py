@@ -2,8 +2,8 @@
 
 The quality of a candidate model is measured against the FP32 model on the evaluation data: the
 labelled accuracy drop when labels exist, and always the task fidelity the gate checks
-(stages/fidelity.py: top-1 agreement, box F1, cosine or worst-channel SQNR, by the model's
-task), so the search holds the same numbers the policy will judge. The layer blame table
+(stages/fidelity.py: top-1 agreement, mask IoU, box F1, cosine or worst-channel SQNR, by the
+model's task), so the search holds the same numbers the policy will judge. The layer blame table
 quantizes one compute node at a time (everything else in float, the calibration shared through
 the cache) and ranks nodes by the output noise they cause alone.
 """
@@ -24,15 +24,16 @@ from edgegate.stages.fidelity import TaskInfo, task_fidelity
 
 BATCH = 64
 # the budgets that are a fidelity metric the artifact must reach (higher is better)
-AT_LEAST = {"sqnr_db", "box_f1", "cosine_similarity"}
-DEFAULTS = {"box_f1": 0.95, "cosine_similarity": 0.99}
+AT_LEAST = {"sqnr_db", "box_f1", "cosine_similarity", "mask_iou"}
+# the built-in profiles' defaults (policies/*.yml), used when no policy limit reaches the search
+DEFAULTS = {"box_f1": 0.95, "cosine_similarity": 0.99, "mask_iou": 0.9}
 
 
 @dataclass(frozen=True)
 class Budget:
     """What "within budget" means for this device: which quality number, its limit, who set it."""
 
-    kind: str            # accuracy_drop_pp | disagreement_pp | sqnr_db | box_f1 | cosine_similarity
+    kind: str            # accuracy_drop_pp | disagreement_pp | sqnr_db | box_f1 | cosine_similarity | mask_iou
     value: float
     source: str          # policy file:line, or why a default was used
     also: tuple["Budget", ...] = ()   # further limits a candidate must meet (e.g. agreement)
@@ -51,11 +52,20 @@ class Budget:
         return None if got is None else bool(got <= self.value + 1e-9)
 
     def shortfall(self, quality: "Quality") -> float | None:
-        """How far the candidate is from this budget, in the budget's own unit (<= 0: met)."""
+        """How far the candidate is from this budget, in the budget's own unit (<= 0: met);
+        inf values keep their direction (an identical output's inf SQNR: -inf, met; an inf
+        accuracy drop: +inf), NaN is +inf (never met)."""
         got = quality.get(self.kind)
-        if got is None or not np.isfinite(got):
-            return None if got is None else (float("-inf") if got > 0 else float("inf"))
-        return self.value - got if self.kind in AT_LEAST else got - self.value
+        if got is None:
+            return None
+        if np.isnan(got):
+            return float("inf")
+        return float(self.value - got if self.kind in AT_LEAST else got - self.value)
+
+    def metrics(self) -> set[str]:
+        """The fidelity metrics (task_fidelity keys) this budget and its ``also`` read."""
+        own = {"disagreement_pp": "top1_agreement"}.get(self.kind, self.kind)
+        return ({own} - {"accuracy_drop_pp"}).union(*(b.metrics() for b in self.also))
 
     def to_dict(self) -> dict:
         out = {"kind": self.kind, "value": self.value, "source": self.source}
@@ -73,6 +83,7 @@ class Quality:
     noise_ratio: float           # output noise power / signal power (0: identical)
     box_f1: float | None = None
     cosine_similarity: float | None = None
+    mask_iou: float | None = None
 
     @property
     def disagreement_pp(self) -> float | None:
@@ -85,7 +96,7 @@ class Quality:
         return {"accuracy": _r(self.accuracy), "accuracy_drop_pp": _r(self.accuracy_drop_pp),
                 "top1_agreement": _r(self.top1_agreement, 4), "disagreement_pp": _r(self.disagreement_pp),
                 "sqnr_db": _r(self.sqnr_db), "box_f1": _r(self.box_f1, 4),
-                "cosine_similarity": _r(self.cosine_similarity, 5)}
+                "cosine_similarity": _r(self.cosine_similarity, 5), "mask_iou": _r(self.mask_iou, 4)}
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:
@@ -138,7 +149,7 @@ class Scorer:
         self.reference = _stack(self.reference_outputs[output]).astype(np.float64)
         vector = self.reference.ndim == 2 and self.reference.shape[1] > 1
         self.vector = vector
-        self.primary = task_primary(task) if task is not None else ("top1_agreement" if vector else "sqnr_db")
+        self.primary = task.primary if task is not None else ("top1_agreement" if vector else "sqnr_db")
         self.classes = self.primary == "top1_agreement"
         self.accuracy_fp32 = self._accuracy(self.reference)
 
@@ -154,7 +165,10 @@ class Scorer:
         top = np.argsort(-out, axis=1)[:, :k]
         return float(np.mean(np.any(top == labels[:, None], axis=1)) * 100.0)
 
-    def score(self, path: Path) -> Quality:
+    def score(self, path: Path, only: set[str] | None = None) -> Quality:
+        """The candidate's quality; ``only``: the fidelity metrics to compute (the primary is
+        always among them), the others left None (the layer blame: no NMS, cosine, ... it
+        does not read)."""
         outs = self.outputs(path)
         out = _stack(outs[self.output]).astype(np.float64)
         ref = self.reference
@@ -170,15 +184,10 @@ class Scorer:
         if self.task is None:
             agree = float(np.mean(out.argmax(1) == ref.argmax(1))) if self.classes else None
             return Quality(acc, drop, agree, sqnr, ratio)
-        fid, _ = task_fidelity(self.task, self.reference_outputs, outs)   # the gate's own metrics
+        wanted = None if only is None else {self.primary, *only}
+        fid, _ = task_fidelity(self.task, self.reference_outputs, outs, wanted)   # the gate's own metrics
         return Quality(acc, drop, fid.get("top1_agreement"), fid.get("sqnr_db"), ratio,
-                       fid.get("box_f1"), fid.get("cosine_similarity"))
-
-
-def task_primary(task: TaskInfo) -> str:
-    from edgegate.stages.fidelity import PRIMARY_METRIC
-
-    return PRIMARY_METRIC[task.task]
+                       fid.get("box_f1"), fid.get("cosine_similarity"), fid.get("mask_iou"))
 
 
 def _fidelity_budgets(limits: dict, primary: str) -> list[Budget]:
@@ -199,7 +208,7 @@ def _fidelity_budgets(limits: dict, primary: str) -> list[Budget]:
 
 def budget_for(limits: dict, labelled: bool, classes: bool, primary: str | None = None) -> Budget:
     """The device policy's accuracy budget, with the fidelity limits the gate will check on the
-    model's ``primary`` metric (top1_agreement, box_f1, cosine_similarity, sqnr_db); a fidelity
+    model's ``primary`` metric (top1_agreement, box_f1, cosine_similarity, mask_iou, sqnr_db); a fidelity
     budget alone when the data has no labels."""
     primary = primary or ("top1_agreement" if classes else "sqnr_db")
     acc = limits.get("max_accuracy_drop_pp")
@@ -232,10 +241,11 @@ def budget_for(limits: dict, labelled: bool, classes: bool, primary: str | None 
 
 
 def layer_blame(nodes: list[str], macs: dict[str, int], quantize_only: Callable[[str], Path],
-                scorer: Scorer, deadline: float, clock: Callable[[], float] = time.monotonic
-                ) -> list[dict]:
+                scorer: Scorer, deadline: float, clock: Callable[[], float] = time.monotonic,
+                only: set[str] | None = None) -> list[dict]:
     """Quantize each node alone and measure what it does to the output. Ranked, worst first;
-    nodes left when the deadline passes are listed as not analysed."""
+    nodes left when the deadline passes are listed as not analysed. ``only``: the fidelity
+    metrics each row needs (the budget's, Budget.metrics()); None computes them all."""
     total = sum(macs.values()) or 1
     rows, skipped = [], []
     for node in nodes:
@@ -243,7 +253,7 @@ def layer_blame(nodes: list[str], macs: dict[str, int], quantize_only: Callable[
             skipped.append(node)
             continue
         path = quantize_only(node)
-        q = scorer.score(path)
+        q = scorer.score(path, only)
         path.unlink(missing_ok=True)
         rows.append({"node": node, "mac_share": round(macs.get(node, 0) / total, 4),
                      "noise_ratio": q.noise_ratio, **q.to_dict()})

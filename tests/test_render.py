@@ -243,3 +243,18 @@ def test_a_custom_metric_name_from_the_pull_request_is_escaped_in_the_cell(repor
     assert "mse 96.8519 → 0.2500; drop not measured (≤ 1 pp) ❔" in render_comment(
         _with_results(report, unchecked))
     assert "metrics.py:f <b>|x 0.5000 → 0.2500" in verdict_table(one)     # the terminal: as is
+
+
+def test_a_probability_map_reads_mask_iou_against_its_limit(report):
+    from edgegate.cli.table import verdict_table
+    from edgegate.report.model import Check
+
+    low = Check(limit="min_mask_iou", metric="mask_iou", threshold=0.9, measured=0.8996,
+                passed=False, source="policies/x86-cpu.yml:20", builtin=True)
+    r = _device(report, metrics={"primary_metric": "mask_iou", "mask_iou": 0.8996,
+                                 "mask_agreement": 0.988, "top1_agreement": None, "task": "segmentation"},
+                checks=[low], violations=[low], status="failed")
+    text = render_comment(_with_results(report, r))
+    assert "mask IoU 0.8996 (≥ 0.9) ❌" in text
+    assert "mask IoU 0.8996 (pixels agreeing 98.8 %)" in text
+    assert "mask IoU 0.8996 (≥ 0.9) FAIL" in verdict_table(_with_results(report, r))

@@ -117,6 +117,7 @@ def _g(x: float) -> str:
 # formatters (fmt_ms, fmt_bytes)
 _UNITS = {"speedup": (1, "×", 2), "size_ratio": (1, "×", 1), "accuracy_drop_pp": (1, " pp", 2),
           "top1_agreement": (100, " %", 1), "box_f1": (1, "", 3), "cosine_similarity": (1, "", 4),
+          "mask_iou": (1, "", 4), "mask_agreement": (100, " %", 1),
           "sqnr_db": (1, " dB", 1), "peak_memory_mb": (1, " MB", 1),
           "memory_growth_pct": (1, " %", 1), "throughput_ips": (1, "/s", 1)}
 _TIMES = ("latency_p50_ms_after", "latency_p99_ms", "load_time_ms")
@@ -175,7 +176,7 @@ def limited(result, metric: str, text: str | None = None, marks: dict = MARKS) -
 
 
 FIDELITY_LABELS = {"top1_agreement": "top-1 agreement", "box_f1": "box F1",
-                   "cosine_similarity": "cosine", "sqnr_db": "SQNR"}
+                   "cosine_similarity": "cosine", "sqnr_db": "SQNR", "mask_iou": "mask IoU"}
 
 
 def size_cell(r, marks: dict = MARKS) -> str:

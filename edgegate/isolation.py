@@ -184,7 +184,7 @@ def child_env(folder: Path, environ: dict | None = None) -> dict[str, str]:
     home, tmp = folder / "home", folder / "tmp"
     home.mkdir(exist_ok=True)
     tmp.mkdir(exist_ok=True)
-    env.update(HOME=str(home), TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp))
+    env.update(HOME=str(home), TMPDIR=str(tmp), TMP=str(tmp), TEMP=str(tmp), EDGEGATE_IN_CHILD="1")
     env.setdefault("PATH", os.defpath)
     package_parent = str(Path(__file__).resolve().parent.parent)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -238,7 +238,7 @@ def _protections_note(applied: dict) -> str:
 
 def _announce(applied: dict) -> None:
     global _announced
-    if _announced:
+    if _announced or os.environ.get("EDGEGATE_IN_CHILD") == "1":   # said once, by the run itself
         return
     _announced = True
     sys.stderr.write(f"EdgeGate: {_protections_note(applied)}\n")

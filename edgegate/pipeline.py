@@ -280,7 +280,10 @@ def _prepare_source(framework, path, display, spec, workdir, root, threads, want
     module = getattr(source.reference, "module", None)
     if want_pt2 and module is not None:           # the Core ML target converts from the source
         holder = _export_program(module, data, workdir)
-    return dataclasses.replace(source, reference=holder, details=_plain(source.details)), measured
+    plain = dataclasses.replace(source, reference=holder, details=_plain(source.details),
+                                framework_version=_plain(source.framework_version),
+                                export=_plain(source.export))
+    return plain, measured
 
 
 def reference_measurements(source: SourceModel, data: ModelData, spec, display: str, root: Path,
@@ -320,15 +323,22 @@ def _export_program(module, data: ModelData, workdir: Path):
         return None
 
 
-def _plain(details: dict) -> dict:
-    import pickle
+def _plain(value):
+    """Details as plain data (they cross back to the parent and go into report.json): str
+    subclasses such as torch's version become str, numpy scalars Python numbers."""
+    import numpy as np
 
-    try:
-        pickle.dumps(details)
-        return details
-    except Exception:
-        return {}
-
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bool, int, float)):
+        return float(value) if isinstance(value, float) else int(value)   # int / float subclasses (IntEnum ...)
+    return str(value)
 
 def tree_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (links not followed; 0 if it is gone)."""

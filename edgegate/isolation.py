@@ -327,6 +327,7 @@ def _landlock(folder: Path, sandbox: Sandbox) -> tuple[int, bool | None]:
                 git_hidden = False         # edgegate or Python lives around the repository
             allow(path, read)
         allow(Path("/dev"), read | file_write)       # /dev/null, /dev/urandom; nothing created
+        allow(Path("/proc"), read | file_write)      # /proc/self/clear_refs (stages/memory.py)
         if sandbox.repo is not None:
             # listing the root (Python's import system lists sys.path folders) is inherited by
             # .git's folders too: its names can be listed, no file in it read

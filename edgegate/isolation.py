@@ -5,6 +5,10 @@ The child is a fresh interpreter (``python -m edgegate.isolation PAYLOAD RESULT`
 thread pool or lock of the parent (ONNX Runtime, OpenMP, TensorFlow) is inherited half-way. The
 payload is pickled arguments; the result comes back as a pickle (for ``gate_device``: the
 DeviceResult as JSON). ``EDGEGATE_NO_ISOLATION=1`` runs everything in-process, for debugging.
+
+Every child is also the boundary for code from the pull request (see "what the child may see"
+below and SECURITY.md): an allow-listed environment, its own cwd/HOME/TMPDIR, stdin closed, no
+network and Landlock where the kernel allows; its result is read with a restricted unpickler.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def run_in_child(ref: str, args: tuple, *, timeout_s: float, memory_limit_mb: in
     network and Landlock where the kernel allows, each applied and stated once in the log."""
     import psutil
 
-    sandbox = sandbox or Sandbox(writable=(workdir,) if workdir else ())
+    sandbox = sandbox or _inherited(workdir)
     with tempfile.TemporaryDirectory(prefix="edgegate-child-", dir=workdir) as tmp:
         folder = Path(tmp).resolve()
         payload, result = folder / "payload.pkl", folder / "result.pkl"
@@ -326,8 +330,11 @@ def _landlock(folder: Path, sandbox: Sandbox) -> tuple[int, bool | None]:
             if git is not None and (path == git.resolve() or path in git.resolve().parents):
                 git_hidden = False         # edgegate or Python lives around the repository
             allow(path, read)
-        allow(Path("/dev"), read | file_write)       # /dev/null, /dev/urandom; nothing created
-        allow(Path("/proc"), read | file_write)      # /proc/self/clear_refs (stages/memory.py)
+        # existing files only, nothing created: /dev/null, /proc/self/clear_refs (stages/memory.py
+        # resets the kernel's RSS high-water mark); opening for writing truncates
+        truncate = (1 << 14) if abi >= 3 else 0
+        allow(Path("/dev"), read | file_write | truncate)
+        allow(Path("/proc"), read | file_write | truncate)
         if sandbox.repo is not None:
             # listing the root (Python's import system lists sys.path folders) is inherited by
             # .git's folders too: its names can be listed, no file in it read
@@ -369,6 +376,21 @@ def _no_network() -> None:
             Path(f"/proc/self/{name}").write_text(text)
         except OSError:
             pass
+
+
+def _inherited(workdir: Path | None) -> Sandbox:
+    """The default: in a child (e.g. the memory footprint's process started by a device's
+    child), what that child may reach (Landlock is inherited anyway: a grandchild can only have
+    less); in the run itself, nothing but ``workdir``."""
+    extra = (Path(workdir).resolve(),) if workdir else ()
+    try:
+        spec = json.loads(os.environ.get("EDGEGATE_SANDBOX_SPEC", ""))
+    except ValueError:
+        return Sandbox(writable=extra)
+    return Sandbox(repo=Path(spec["repo"]) if spec.get("repo") else None,
+                   writable=(*(Path(p) for p in spec.get("writable", ())), *extra),
+                   readable=tuple(Path(p) for p in spec.get("readable", ())),
+                   network=bool(spec.get("network")))
 
 
 def _confine(spec: dict, folder: Path) -> dict:
@@ -623,6 +645,7 @@ def _child_main(payload: str, result: str) -> int:
     except (OSError, ValueError):
         spec = {}
     applied = _confine(spec, folder)     # before anything of the payload is imported
+    os.environ["EDGEGATE_SANDBOX_SPEC"] = json.dumps(spec)      # for children of this child
     (folder / "protections.json").write_text(json.dumps(applied))
     ref, args = pickle.loads(Path(payload).read_bytes())
     module, func = ref.split(":")

@@ -146,7 +146,7 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
     display = job.path
     base = dict(path=job.path, name=name, change=job.change, old_path=job.old_path, why=list(job.why))
     progress = ctx.progress
-    workdir = ctx.out_dir / ".work" / slug(name)
+    workdir = (ctx.out_dir / ".work" / slug(name)).resolve()   # absolute: children have their own cwd
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -160,13 +160,13 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             framework = detect_framework(path, display, job.spec.framework)
             base.update(sha256=sha256_of(path), size_bytes=size_of(path), framework=framework)
             progress.step(f"{name}: loading ({framework})")
-            source: SourceModel = load_frontend(framework).load(path, display, job.spec, workdir, ctx.root)
+            devices = [ctx.devices[d] for d in devices_for(job, ctx.config) if d in ctx.devices]
+            source, measured = load_source(framework, path, display, job.spec, workdir, ctx, devices)
             base.update(framework_version=source.framework_version, export=source.export)
             model = onnx.load(str(source.onnx_path))
             check_weights(model, display)                  # NaN / Inf weights: nothing to quantize
-            probe_model(source.onnx_path, display,        # hangs / memory blow-ups: in a child
-                        [ctx.devices[d] for d in devices_for(job, ctx.config) if d in ctx.devices],
-                        workdir)
+            probe_model(source.onnx_path, display, devices, workdir,   # hangs / memory blow-ups:
+                        ctx.root)                                      # in a child
             info = analyze(model)
             del model
             progress.step(f"{name}: {info.params:,} parameters, {info.total_macs:,} MACs; preparing data")
@@ -174,19 +174,12 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
             progress.step(f"{name}: optimizing the graph")
             optimized, opt_notes = optimize(source.onnx_path, workdir / "optimized.onnx", display)
             progress.step(f"{name}: reference outputs on {len(data.evaluation)} samples")
-            reference = source.reference or OrtRunner(source.onnx_path, ctx.config.benchmark.threads, display)
-            ref_outputs = collect_outputs(reference.infer, data.evaluation, display)
-            export_check = None
-            if source.reference is not None:   # a framework model: its ONNX export vs the source
-                export_check = check_on_data(source.onnx_path, ref_outputs, data.evaluation, display,
-                                             ctx.config.benchmark.threads, job.spec.export_max_abs_diff)
+            if measured is not None:        # a framework model: measured in the child that loaded it
+                ref_outputs, export_check, accuracy_before = measured
+            else:
+                ref_outputs, export_check, accuracy_before = reference_measurements(
+                    source, data, job.spec, display, ctx.root, ctx.config.benchmark.threads)
             out_names = [o.name for o in info.outputs]
-            metric = data.evaluation.info.get("metric", "fidelity")
-            accuracy_before = None
-            if data.evaluation.labels is not None and metric != "fidelity":
-                which = job.spec.evaluation.output if job.spec.evaluation else 0
-                accuracy_before = score(metric, stacked(pick_output(ref_outputs, which, out_names, display)),
-                                        data.evaluation.labels, ctx.root)
             task = infer_task(job.spec.task, [(t.name, t.shape, t.dtype) for t in info.inputs],
                               [(t.name, t.shape, t.dtype) for t in info.outputs], ref_outputs,
                               detection_layout(job.spec.detection, out_names, display))
@@ -228,6 +221,124 @@ def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
         if not ctx.keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
+
+# ---------------------------------------------------------------------- loading, in a child
+# Loading a framework model runs code from the pull request (TorchScript, a .pt2 program, a
+# factory, Keras layers, tf.function tracing), and so do its reference outputs and a custom
+# metric. All of it happens in one child process (isolation.run_in_child: no secrets, no
+# network, no writes outside the work folder where the OS allows); the parent gets back the
+# ONNX file, plain data and numbers. A committed ONNX model runs no Python code: it loads here.
+
+
+def load_source(framework: str, path: Path, display: str, spec, workdir: Path, ctx: RunContext,
+                devices: list) -> tuple[SourceModel, tuple | None]:
+    """The SourceModel (ONNX path and details, no live reference) and, for a framework model,
+    (reference outputs, export check, accuracy before) measured in the child."""
+    from edgegate.isolation import (DEFAULT_TIMEOUT_S, Sandbox, default_memory_limit_mb,
+                                    isolation_enabled, run_in_child)
+
+    if (framework == "onnx" and not _custom_metric(spec)) or not isolation_enabled():
+        # a committed ONNX model runs no Python code; EDGEGATE_NO_ISOLATION=1 (debugging) runs
+        # everything here, the live reference included
+        return load_frontend(framework).load(path, display, spec, workdir, ctx.root), None
+    want_pt2 = any(d.target == "coreml" for d in devices)
+    # loading and exporting is not limited by a device's budget (it ran unbounded before);
+    # the cap keeps a runaway load from taking the machine down with the run
+    source, measured = run_in_child(
+        "edgegate.pipeline:_prepare_source",
+        (framework, Path(path).resolve(), display, spec, workdir.resolve(), Path(ctx.root).resolve(),
+         ctx.config.benchmark.threads, want_pt2),            # absolute: the child has its own cwd
+        timeout_s=DEFAULT_TIMEOUT_S, memory_limit_mb=default_memory_limit_mb(),
+        what=f"loading {display} ({framework})", workdir=workdir,
+        sandbox=Sandbox(repo=Path(ctx.root).resolve(), writable=(workdir.resolve(),)))
+    if not isinstance(source, SourceModel) or Path(source.onnx_path).resolve().parent != workdir.resolve():
+        raise InputError("the child that loaded the model returned something other than an ONNX "
+                         "file in its work folder", file=display,
+                         fix="treat this model as hostile; it must not replace EdgeGate's results")
+    return source, measured
+
+
+def _custom_metric(spec) -> bool:
+    from edgegate.config.schema import METRICS
+
+    metric = spec.evaluation.metric if spec.evaluation is not None else None
+    return bool(metric) and metric not in METRICS
+
+
+def _prepare_source(framework, path, display, spec, workdir, root, threads, want_pt2):
+    """In the child: load the model, export it, and take what needs the source framework or the
+    repository's code: the reference outputs, the export check and the accuracy before."""
+    source = load_frontend(framework).load(path, display, spec, workdir, root)
+    model = onnx.load(str(source.onnx_path))
+    check_weights(model, display)
+    info = analyze(model)
+    del model
+    data = prepare_data(spec, info.inputs, root)
+    measured = reference_measurements(source, data, spec, display, root, threads,
+                                      [o.name for o in info.outputs])
+    holder = None
+    module = getattr(source.reference, "module", None)
+    if want_pt2 and module is not None:           # the Core ML target converts from the source
+        holder = _export_program(module, data, workdir)
+    plain = dataclasses.replace(source, reference=holder, details=_plain(source.details),
+                                framework_version=_plain(source.framework_version),
+                                export=_plain(source.export))
+    return plain, measured
+
+
+def reference_measurements(source: SourceModel, data: ModelData, spec, display: str, root: Path,
+                           threads: int | None, out_names: list[str] | None = None):
+    """Reference outputs on the evaluation data (the source framework, else ONNX Runtime), the
+    export check against them and the labelled accuracy before optimization."""
+    reference = source.reference or OrtRunner(source.onnx_path, threads, display)
+    ref_outputs = collect_outputs(reference.infer, data.evaluation, display)
+    export_check = None
+    if source.reference is not None:   # a framework model: its ONNX export vs the source
+        export_check = check_on_data(source.onnx_path, ref_outputs, data.evaluation, display,
+                                     threads, spec.export_max_abs_diff)
+    if out_names is None:
+        out_names = [o.name for o in onnx.load(str(source.onnx_path), load_external_data=False).graph.output]
+    metric = data.evaluation.info.get("metric", "fidelity")
+    accuracy_before = None
+    if data.evaluation.labels is not None and metric != "fidelity":
+        which = spec.evaluation.output if spec.evaluation else 0
+        accuracy_before = score(metric, stacked(pick_output(ref_outputs, which, out_names, display)),
+                                data.evaluation.labels, root)
+    return ref_outputs, export_check, accuracy_before
+
+
+def _export_program(module, data: ModelData, workdir: Path):
+    """The source module as a torch.export file the Core ML child loads back (None if it does
+    not export: Core ML then converts from ONNX)."""
+    import torch
+
+    from edgegate.isolation import ModuleHolder
+
+    path = workdir / "source-module.pt2"
+    try:
+        example = tuple(torch.from_numpy(v) for v in data.calibration.feed(0).values())
+        torch.export.save(torch.export.export(module, example), str(path))
+        return ModuleHolder(path)
+    except Exception:
+        return None
+
+
+def _plain(value):
+    """Details as plain data (they cross back to the parent and go into report.json): str
+    subclasses such as torch's version become str, numpy scalars Python numbers."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bool, int, float)):
+        return float(value) if isinstance(value, float) else int(value)   # int / float subclasses (IntEnum ...)
+    return str(value)
 
 def tree_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (links not followed; 0 if it is gone)."""

@@ -63,6 +63,9 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
     wanted = {parse_pair(p) for p in pairs} if pairs else None
     devices = resolve_devices(policy_stack(loaded, policy))
     out_dir.mkdir(parents=True, exist_ok=True)
+    from edgegate.stages.memory import Footprints
+
+    footprints = Footprints()        # each model file's fresh-process measurement once per run
     models = []
     for model in report.models:
         results = []
@@ -73,7 +76,7 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
                 continue
             with progress.group(f"measure {model.path} → {r.device} on this machine"):
                 results.append(_measure_one(model, r, report_dir, loaded, out_dir, devices, progress,
-                                            runner_label))
+                                            runner_label, footprints))
         if results:
             m = model.model_copy(update={"results": results})
             models.append(m.model_copy(update={"status": model_status(m)}))
@@ -89,7 +92,8 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
 
 
 def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
-                 out_dir: Path, devices: dict, progress: Progress, runner_label: str | None) -> DeviceResult:
+                 out_dir: Path, devices: dict, progress: Progress, runner_label: str | None,
+                 footprints=None) -> DeviceResult:
     from edgegate.pipeline import confirm_failing_load, confirm_failing_speed
     from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
                                              Scoring, measure_artifact, time_artifacts, timing_gaps)
@@ -132,7 +136,8 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
              Loadable(r.target, source, threads, model.path, None, **limits)
              if baseline is not None else None)
     measured = measure_artifact(runner, baseline, data.evaluation, bench, scoring, model.path,
-                                lambda text: progress.step(f"{text} on this device"), loads=loads)
+                                lambda text: progress.step(f"{text} on this device"), loads=loads,
+                                footprints=footprints)
     m = r.metrics.model_dump()
     m.update(measured.metrics)
     kept = [] if baseline is not None else [*FP32_TIMING_KEYS, *FP32_MEMORY_KEYS, *FIDELITY_KEYS]

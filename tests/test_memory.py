@@ -186,3 +186,27 @@ def test_a_runtime_that_cannot_load_here_gives_a_reason_never_numbers():
     assert "tensorrt" in gaps["peak_memory_mb"] and "tensorrt" in gaps["load_time_ms"]
     assert gaps["peak_memory_mb_fp32"] == "the FP32 model does not run here"
     assert "error" in record["artifact"]
+
+
+def test_one_run_measures_each_model_file_once(digits_onnx_cached, tmp_path):
+    """The FP32 model gated on two devices of one runtime is loaded in one fresh process, not
+    two; a copy of the file under another name is the same model; another feed is measured."""
+    import numpy as np
+
+    from edgegate.stages.measurement import measure_memory
+    from edgegate.stages.memory import Footprints, Loadable
+
+    copy = tmp_path / "same.onnx"
+    shutil.copy(digits_onnx_cached / "digits.onnx", copy)
+    feed = {"input": np.load(digits_onnx_cached / "data/evaluation.npz")["input"][:1]}
+    footprints = Footprints()
+    first, second = {}, {}
+    measure_memory(Loadable("onnxruntime", digits_onnx_cached / "digits.onnx", 1, "a.onnx"),
+                   None, feed, first, {}, footprints)
+    record = measure_memory(Loadable("onnxruntime", copy, 1, "b.onnx"), None, feed, second, {},
+                            footprints)
+    assert (footprints.measured, footprints.reused) == (1, 1)
+    assert second == first and first["peak_memory_mb"] > 0
+    assert record["artifact"]["reused_in_run"] is True
+    footprints.footprint(Loadable("onnxruntime", copy, 1, "b.onnx"), {"input": feed["input"] * 0})
+    assert (footprints.measured, footprints.reused) == (2, 1)

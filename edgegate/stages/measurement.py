@@ -72,10 +72,12 @@ def timing_gaps(metrics: dict, not_measured: dict) -> None:
 
 def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec,
                      scoring: Scoring, display: str, progress_step=lambda text: None,
-                     loads: tuple[Loadable, Loadable | None] | None = None) -> Measured:
+                     loads: tuple[Loadable, Loadable | None] | None = None,
+                     footprints=None) -> Measured:
     """Time ``runner`` (against ``baseline`` when it is not None) and evaluate it; with
     ``loads`` (the artifact and the FP32 model as a fresh process loads them; the FP32 one None
-    when it does not run here) also their peak memory and cold load time."""
+    when it does not run here) also their peak memory and cold load time, each taken once per
+    run when ``footprints`` (the run's stages.memory.Footprints) is given."""
     metrics: dict = {}
     not_measured: dict[str, str] = {}
     feed = evaluation.feed(0)
@@ -116,12 +118,12 @@ def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec
             not_measured[key] = "not measured by this caller (no fresh-process load given)"
     else:
         progress_step("peak memory and cold load time, each model in a fresh process")
-        memory = measure_memory(loads[0], loads[1], feed, metrics, not_measured)
+        memory = measure_memory(loads[0], loads[1], feed, metrics, not_measured, footprints)
     return Measured(metrics, not_measured, pair, memory)
 
 
 def measure_memory(artifact: Loadable, fp32: Loadable | None, feed: dict, metrics: dict,
-                   not_measured: dict) -> dict:
+                   not_measured: dict, footprints=None) -> dict:
     """Peak memory and cold load time of the artifact and of the FP32 model (fresh processes,
     one after the other) into ``metrics``; the record of how they were taken is returned. A
     measurement that fails is reported not measured with the reason, never given numbers."""
@@ -141,7 +143,7 @@ def measure_memory(artifact: Loadable, fp32: Loadable | None, feed: dict, metric
                 not_measured[key] = "the FP32 model does not run here"
             continue
         try:
-            got = footprint(model, feed)
+            got = footprints.footprint(model, feed) if footprints is not None else footprint(model, feed)
         except EdgeGateError as exc:
             for key in keys:
                 not_measured[key] = f"the fresh-process measurement failed: {exc.message}"[:300]

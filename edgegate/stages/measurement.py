@@ -30,6 +30,7 @@ TIMING_KEYS = ("latency_p99_ms", "throughput_ips")
 FP32_TIMING_KEYS = ("latency_p50_ms_before", "speedup", "latency_p99_ms_fp32", "throughput_ips_fp32")
 MEMORY_KEYS = ("peak_memory_mb", "load_time_ms")
 FP32_MEMORY_KEYS = ("peak_memory_mb_fp32", "load_time_ms_fp32", "memory_growth_pct")
+ENERGY_KEYS = ("energy_mj_per_inference", "power_mw_mean")
 
 
 def time_artifacts(before, after, feed: dict, bench: BenchmarkSpec, seed: int = 0) -> PairTiming:
@@ -94,6 +95,9 @@ def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec
                        latency_p50_ci95_ms_after=list(t.ci95_ms), latency_runs=t.runs,
                        **t.metrics())
     timing_gaps(metrics, not_measured)
+    for key in ENERGY_KEYS:              # stages/power.py, on a device runner only
+        not_measured[key] = ("measured only by 'edgegate measure' on a device runner with a power "
+                             "source (tegrastats, RAPL, a command)")
     progress_step(f"evaluating on {len(evaluation)} samples")
     outputs = collect_outputs(runner.infer, evaluation, display)
     ref = scoring.ref_outputs

@@ -183,6 +183,9 @@ class _Run:
         from edgegate.report.junit import write_junit
 
         self.wf.set_output("junit-file", write_junit(report, out / "junit.xml"))
+        from edgegate.report.sarif import write_sarif
+
+        self.wf.set_output("sarif-file", write_sarif(report, out / "results.sarif", self.ctx.workspace))
         for annotation in annotations_for(report, self.ctx.workspace):
             self.wf.annotate(annotation)
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from edgegate.config.load import (LoadedConfig, _validate, builtin_profiles, load_policy,
-                                  resolve_devices)
+                                  ResolvedDevice, resolve_devices)
 from edgegate.config.schema import Config
 from edgegate.config.yamlfile import load_yaml
 from edgegate.discover import Git, ModelJob, spec_for
@@ -120,8 +120,11 @@ def base_results(job: ModelJob, model: ModelReport, base: str, git: Git, loaded:
                     results.append(r)
                     continue
                 timing = _time_against_base(model, r, b, job, ctx, base_ctx.out_dir)
+                if timing is not None:
+                    timing.update(_memory_against_base(model, r, b, job, ctx, base_ctx.out_dir))
                 results.append(r.model_copy(update={
-                    "baseline": compare(r, b, base, base_path, base_model.sha256, timing)}))
+                    "baseline": compare(r, b, base, base_path, base_model.sha256, timing,
+                                        ctx.devices.get(r.device))}))
             return model.model_copy(update={"results": results})
         except EdgeGateError as exc:
             ctx.progress.warn(f"baseline for {job.path} at {base[:7]}: {exc.message}")
@@ -156,13 +159,41 @@ def _time_against_base(model: ModelReport, head: DeviceResult, base: DeviceResul
             "speedup_vs_base": pair.speedup, "speedup_vs_base_ci95": list(pair.speedup_ci95)}
 
 
+def _memory_against_base(model: ModelReport, head: DeviceResult, base: DeviceResult, job: ModelJob,
+                         ctx: RunContext, base_out: Path) -> dict:
+    """Peak memory of the base and head artifacts, each in a fresh process on this machine in this
+    run (the run's Footprints: the head's, and the base's when the base was gated here, are the
+    measurements already taken). {} where either cannot be measured here."""
+    if head.metrics.peak_memory_mb is None:
+        return {}
+    from edgegate.data.sources import TensorSpec, prepare_data
+    from edgegate.stages.memory import Loadable
+
+    try:
+        device = ctx.devices[head.device]
+        threads = device.profile.threads or ctx.config.benchmark.threads
+        limits = dict(timeout_s=device.profile.timeout_s, memory_limit_mb=device.profile.memory_limit_mb)
+        inputs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in model.info.get("inputs", [])]
+        feed = prepare_data(job.spec, inputs, ctx.root).evaluation.feed(0)
+        ctx.progress.step(f"{model.name} → {head.device}: peak memory of base and head artifacts")
+        got = {role: ctx.footprints.footprint(Loadable(
+                   head.target, out / r.artifact.path, threads, job.path, r.artifact.input_binding,
+                   **limits), feed)["peak_memory_mb"]
+               for role, r, out in (("head", head, ctx.out_dir), ("base", base, base_out))}
+    except Exception as exc:      # extra information: never fail the model on it
+        ctx.progress.warn(f"{model.name} → {head.device}: base vs head peak memory failed: {exc}")
+        return {}
+    return {"peak_memory_mb_base": got["base"], "peak_memory_mb_head": got["head"]}
+
+
 SIZE_TOLERANCE = 0.01       # an artifact more than 1% larger than the base's: regressed (bytes
                             # of quantization parameters move with every retraining)
 SLOWER_THAN_BASE = 0.95     # head/base speed ratio whose whole 95% interval lies below this: regressed
 
 
 def compare(head: DeviceResult, base: DeviceResult, commit: str, path: str,
-            sha256: str | None, timing: dict | None = None) -> BaselineResult:
+            sha256: str | None, timing: dict | None = None,
+            device: ResolvedDevice | None = None) -> BaselineResult:
     hm, bm = head.metrics, base.metrics
     metrics = {k: getattr(bm, k) for k in COMPARED}
     delta = {}
@@ -186,6 +217,18 @@ def compare(head: DeviceResult, base: DeviceResult, commit: str, path: str,
             regressions.append("latency")
     else:
         notes.append("latency not compared: the artifacts cannot both run here")
+    # Peak memory vs base: both artifacts measured in this run on this machine (fresh processes).
+    if timing and timing.get("peak_memory_mb_base"):
+        metrics["peak_memory_mb_same_run"] = timing["peak_memory_mb_base"]
+        delta["peak_memory_mb_same_run"] = timing["peak_memory_mb_head"] - timing["peak_memory_mb_base"]
+        growth = (timing["peak_memory_mb_head"] / timing["peak_memory_mb_base"] - 1.0) * 100.0
+        delta["memory_growth_pct_vs_base"] = growth
+        limit = device.limits.get("max_memory_growth_pct") if device is not None else None
+        if limit is not None and growth > limit.value:
+            regressions.append("peak_memory_mb")
+    elif hm.peak_memory_mb is not None:
+        notes.append("peak memory vs base not measured in this run: the artifacts cannot both "
+                     "load here")
     source = "cache" if base.cache and base.cache.hit else "computed"
     if base.cache and base.cache.hit and base.cache.commit:
         notes.append(f"base result measured by the run on {base.cache.commit[:12]}")

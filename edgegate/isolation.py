@@ -378,6 +378,15 @@ def _no_network() -> None:
             pass
 
 
+def sandbox_reading(path: Path, workdir: Path | None = None) -> Sandbox:
+    """The default sandbox, also allowed to read ``path``'s folder (a model file and its
+    sidecars, e.g. a bundle's artifact measured by ``edgegate measure``). Inside a sandboxed
+    child nothing is gained or lost: Landlock only ever narrows what it inherited."""
+    inherited = _inherited(workdir)
+    return dataclasses.replace(inherited, readable=(*inherited.readable,
+                                                    Path(path).resolve().parent))
+
+
 def _inherited(workdir: Path | None) -> Sandbox:
     """The default: in a child (e.g. the memory footprint's process started by a device's
     child), what that child may reach (Landlock is inherited anyway: a grandchild can only have

@@ -23,6 +23,7 @@ from edgegate.fanout import parse_pair
 from edgegate.policy.check import check_result, exit_code_for, model_status, verdict_of
 from edgegate.progress import Progress
 from edgegate.report.model import DeviceResult, Metrics, ModelReport, Report, finite
+from edgegate.stages.measurement import ENERGY_KEYS
 from edgegate.targets.base import host_machine
 
 DEVICE_FIELDS = ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p90_ms_before",
@@ -32,7 +33,7 @@ DEVICE_FIELDS = ("latency_p50_ms_before", "latency_p50_ms_after", "latency_p90_m
                  "cosine_similarity", "sqnr_db", "latency_p99_ms", "latency_p99_ci95_ms",
                  "latency_p99_ms_fp32", "throughput_ips", "throughput_ci95_ips", "throughput_ips_fp32",
                  "peak_memory_mb", "peak_memory_mb_fp32", "memory_growth_pct", "load_time_ms",
-                 "load_time_ms_fp32")
+                 "load_time_ms_fp32", "energy_mj_per_inference", "power_mw_mean")
 
 
 def _limits_from_checks(result: DeviceResult) -> dict[str, Limit]:
@@ -44,6 +45,27 @@ def _limits_from_checks(result: DeviceResult) -> dict[str, Limit]:
             file, line = c.source, ""
         out[c.limit] = Limit(c.limit, c.threshold, file, int(line) if line else None)
     return out
+
+
+def _energy(runner, feed: dict, power: str | None, metrics: dict, progress: Progress) -> dict:
+    """Energy per inference from this machine's power source into ``metrics``; without one, the
+    metrics stay null with the reason (no host number is ever kept for energy)."""
+    from edgegate.stages.power import NoPowerSource, energy_per_inference, open_source
+
+    try:
+        source = open_source(power)
+        progress.step(f"energy per inference from {source.name} on this device")
+        got = energy_per_inference(source, lambda: runner.infer(feed))
+    except NoPowerSource as exc:
+        why = f"not measured: no power source ({exc})"
+        for key in ENERGY_KEYS:
+            metrics[key] = None
+            metrics["not_measured"][key] = why
+        return {"error": why}
+    for key in ENERGY_KEYS:
+        metrics[key] = got[key]
+        metrics["not_measured"].pop(key, None)
+    return got["record"]
 
 
 def _task_of(model: ModelReport, spec, names: list[str]):
@@ -59,10 +81,14 @@ def _task_of(model: ModelReport, spec, names: list[str]):
 
 def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_dir: Path,
                    progress: Progress, pairs: list[str] | None = None,
-                   policy: str | None = None, runner_label: str | None = None) -> Report:
+                   policy: str | None = None, runner_label: str | None = None,
+                   power: str | None = None) -> Report:
     wanted = {parse_pair(p) for p in pairs} if pairs else None
     devices = resolve_devices(policy_stack(loaded, policy))
     out_dir.mkdir(parents=True, exist_ok=True)
+    from edgegate.stages.memory import Footprints
+
+    footprints = Footprints()        # each model file's fresh-process measurement once per run
     models = []
     for model in report.models:
         results = []
@@ -73,7 +99,7 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
                 continue
             with progress.group(f"measure {model.path} → {r.device} on this machine"):
                 results.append(_measure_one(model, r, report_dir, loaded, out_dir, devices, progress,
-                                            runner_label))
+                                            runner_label, footprints, power))
         if results:
             m = model.model_copy(update={"results": results})
             models.append(m.model_copy(update={"status": model_status(m)}))
@@ -89,7 +115,8 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
 
 
 def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
-                 out_dir: Path, devices: dict, progress: Progress, runner_label: str | None) -> DeviceResult:
+                 out_dir: Path, devices: dict, progress: Progress, runner_label: str | None,
+                 footprints=None, power: str | None = None) -> DeviceResult:
     from edgegate.pipeline import confirm_failing_load, confirm_failing_speed
     from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
                                              Scoring, measure_artifact, time_artifacts, timing_gaps)
@@ -132,7 +159,8 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
              Loadable(r.target, source, threads, model.path, None, **limits)
              if baseline is not None else None)
     measured = measure_artifact(runner, baseline, data.evaluation, bench, scoring, model.path,
-                                lambda text: progress.step(f"{text} on this device"), loads=loads)
+                                lambda text: progress.step(f"{text} on this device"), loads=loads,
+                                footprints=footprints)
     m = r.metrics.model_dump()
     m.update(measured.metrics)
     kept = [] if baseline is not None else [*FP32_TIMING_KEYS, *FP32_MEMORY_KEYS, *FIDELITY_KEYS]
@@ -141,6 +169,7 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
     for k in gaps:                  # not measured on the device: no host number in its place
         if k in m and k != "not_measured":
             m[k] = None
+    energy = _energy(runner, data.evaluation.feed(0), power, m, progress)
     profile = dev.profile if dev else DeviceProfile(target=r.target)
     resolved = ResolvedDevice(r.device, r.target, profile, _limits_from_checks(r))
     confirmation = None
@@ -156,10 +185,12 @@ def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: 
             timing_gaps(m, m["not_measured"])
     measurement = {**runner.measurement, "where": "device", "device": r.device,
                    "machine": host_machine(), "runner_label": runner_label,
-                   "measured_on_device": [k for k in DEVICE_FIELDS if k not in kept],
+                   "measured_on_device": [k for k in DEVICE_FIELDS if k not in kept and not (
+                       k in ENERGY_KEYS and m.get(k) is None)],
                    "kept_from_host": kept, "host_measurement": r.measurement}
     if confirmation:
         measurement["speed_confirmation"] = confirmation
+    measurement["energy"] = energy
     if measured.memory:
         confirm_failing_load(m, resolved, loads[0], data.evaluation.feed(0), measured.memory, progress,
                              f"{model.path}@{r.device}")

@@ -7,7 +7,7 @@ import hashlib
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from edgegate.stages.fidelity import DetectionLayout, TaskInfo, infer_task
 from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
                                          MEMORY_KEYS, TIMING_KEYS, Scoring, measure_artifact,
                                          time_artifacts, timing_gaps)
-from edgegate.stages.memory import Loadable
+from edgegate.stages.memory import Footprints, Loadable
 from edgegate.stages.optimize import optimize
 from edgegate.targets import availability, load_target
 from edgegate.targets.base import CompileJob
@@ -51,6 +51,8 @@ class RunContext:
     progress: Progress
     keep_workdir: bool = False
     work_bytes_peak: int = 0     # the largest one model's work folder grew to (disk usage)
+    # fresh-process memory measurements, each taken once in this run (shared with the base's run)
+    footprints: Footprints = field(default_factory=Footprints)
 
 
 @dataclass(frozen=True)
@@ -440,7 +442,8 @@ def _compile_and_measure(p: PreparedModel, device: ResolvedDevice, ctx: RunConte
                           **limits))
         measured = measure_artifact(runner, baseline, p.data.evaluation, ctx.config.benchmark,
                                     p.scoring(ctx.root), p.display,
-                                    lambda text: progress.step(f"{label}: {text}"), loads=loads)
+                                    lambda text: progress.step(f"{label}: {text}"), loads=loads,
+                                    footprints=ctx.footprints)
         metrics.update(measured.metrics)
         not_measured.update(measured.not_measured)
         metrics["not_measured"] = not_measured

@@ -16,6 +16,7 @@ from edgegate.errors import ConfigError, EdgeGateError, describe
 from edgegate.baseline import base_results
 from edgegate.cache import ResultCache, default_cache_dir
 from edgegate.pipeline import RunContext, devices_for, tree_bytes, unique_names
+from edgegate.stages.memory import Footprints
 from edgegate.policy.check import exit_code_for, verdict_of
 from edgegate.progress import Progress
 from edgegate.report.model import DiskUsage, ErrorInfo, Report, write_report
@@ -100,7 +101,8 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
         for job in discovery.jobs:
             progress.step(f"{job.path}: gated because " + "; ".join(job.why or (job.change,)))
         ctx = RunContext(config=config, root=root, out_dir=out_dir, devices=devices,
-                         progress=progress, keep_workdir=opts.keep_workdir)
+                         progress=progress, keep_workdir=opts.keep_workdir,
+                         footprints=Footprints.for_run(out_dir / ".work"))
         use = _cache_use(config, root, out_dir, opts, discovery, clock)
         mode = opts.baseline or config.baseline
         if not discovery.jobs:
@@ -117,6 +119,8 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
     except EdgeGateError as exc:
         progress.warn(exc.full)
         errors.append(ErrorInfo(**describe(exc)))
+    if ctx is not None:
+        ctx.footprints.close()
     disk = _disk_usage(out_dir, ctx, opts.keep_workdir)
     report = Report(edgegate_version=__version__, created_at=clock(),
                     verdict=verdict_of(models, errors, policy_changes),

@@ -58,6 +58,13 @@ def test_one_error_row_and_one_measured_row(gated):
     assert m["accuracy_before"] > 85                  # a really trained model
     assert abs(m["accuracy_drop_pp"]) < 3.0
     assert m["speedup_ci95"][0] <= m["speedup"] <= m["speedup_ci95"][1]
+    # peak memory vs base, both artifacts in this run: the base was gated in this run, so its
+    # fresh-process measurement is the one reused (the same number), as is the head's
+    b = result["baseline"]
+    assert b["source"] == "computed"
+    assert b["metrics"]["peak_memory_mb_same_run"] == b["metrics"]["peak_memory_mb"] > 0
+    assert b["delta"]["memory_growth_pct_vs_base"] == pytest.approx(
+        (m["peak_memory_mb"] / b["metrics"]["peak_memory_mb"] - 1) * 100)
     # exit code: a bad input in the run -> 2, and the verdict says error
     assert proc.returncode == 2, proc.stderr
     assert report["verdict"] == "error" and report["exit_code"] == 2

@@ -13,6 +13,7 @@ import pytest
 from conftest import CONFIG
 
 GOLDEN = Path(__file__).parent / "golden"
+SCHEMAS = Path(__file__).parent / "schemas"     # junit-10.xsd (Jenkins xUnit), SARIF 2.1.0 (OASIS)
 
 POLICY = """version: 1
 devices:
@@ -36,7 +37,8 @@ def gated(tmp_path_factory, digits_onnx_cached):
     (repo / "edgegate.yml").write_text(config)
     (repo / "policy.yml").write_text(POLICY)
     proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "models/digits.onnx",
-                           "--no-cache", "--junit", "out/junit.xml", "--out", "out"], cwd=repo,
+                           "--no-cache", "--junit", "out/junit.xml", "--sarif", "out/results.sarif",
+                           "--out", "out"], cwd=repo,
                           capture_output=True, text=True, timeout=900)
     report = json.loads((repo / "out/report.json").read_text())
     return repo, proc, report
@@ -124,7 +126,26 @@ def check_junit_structure(root: ET.Element) -> None:
         assert counted == {k: int(suite.get(k)) for k in counted}, suite.get("name")
         for k in totals:
             totals[k] += counted[k]
-    assert totals == {k: int(root.get(k)) for k in totals}
+    assert {k: totals[k] for k in ("tests", "failures", "errors")} == {
+        k: int(root.get(k)) for k in ("tests", "failures", "errors")}
+
+
+def validate_junit(path: Path) -> None:
+    """The file against the Jenkins xUnit plugin's junit-10.xsd."""
+    xmlschema = pytest.importorskip("xmlschema")
+    xmlschema.XMLSchema(SCHEMAS / "junit-10.xsd").validate(str(path))
+
+
+def validate_sarif(path: Path, report: dict) -> dict:
+    """The file against the OASIS SARIF 2.1.0 schema (errata01); one result per violation the
+    verdict counts (limits broken, and loosened limits that block)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    log = json.loads(path.read_text())
+    jsonschema.validate(log, json.loads((SCHEMAS / "sarif-schema-2.1.0.json").read_text()))
+    violations = sum(len(r["violations"]) for m in report["models"] for r in m["results"]) + sum(
+        1 for c in report.get("policy_changes", []) if c["change"] == "loosened" and not c["allowed"])
+    assert len(log["runs"][0]["results"]) == violations
+    return log
 
 
 def test_junit_counts_the_failures_of_the_verdict(gated):
@@ -138,6 +159,18 @@ def test_junit_counts_the_failures_of_the_verdict(gated):
     case = next(c for c in root.iter("testcase") if c.get("name") == "max_memory_mb")
     assert case.get("classname") == "models/digits.onnx@x86-cpu"
     assert f"policy.yml:{MEMORY_LINE}" in case.find("failure").get("message")
+    validate_junit(repo / "out/junit.xml")
+
+
+def test_sarif_has_one_result_per_violation_at_the_policy_line(gated):
+    repo, _, report = gated
+    log = validate_sarif(repo / "out/results.sarif", report)
+    (memory,) = [r for r in log["runs"][0]["results"] if r["ruleId"] == "max_memory_mb"]
+    policy, model = (loc["physicalLocation"] for loc in memory["locations"])
+    assert policy == {"artifactLocation": {"uri": "policy.yml"}, "region": {"startLine": MEMORY_LINE}}
+    assert model["artifactLocation"]["uri"] == "models/digits.onnx"
+    rules = log["runs"][0]["tool"]["driver"]["rules"]
+    assert rules[memory["ruleIndex"]]["id"] == "max_memory_mb"
 
 
 def test_junit_of_errors_and_rechecks(tmp_path):
@@ -156,6 +189,7 @@ def test_junit_of_errors_and_rechecks(tmp_path):
     strict.write_text("version: 1\ndevices:\n  x86-cpu:\n    min_size_ratio: 100\n    max_size_mb: 0.1\n")
     proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "check", str(GOLDEN / "report.json"),
                            "--policy", str(strict), "--junit", str(tmp_path / "j.xml"),
+                           "--sarif", str(tmp_path / "s.sarif"),
                            "--out", str(tmp_path / "r.json")], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr               # the broken model still errors
@@ -164,6 +198,8 @@ def test_junit_of_errors_and_rechecks(tmp_path):
     check_junit_structure(root)
     violations = sum(len(r["violations"]) for m in rechecked["models"] for r in m["results"])
     assert int(root.get("failures")) == violations >= 2
+    validate_junit(tmp_path / "j.xml")
+    validate_sarif(tmp_path / "s.sarif", rechecked)
 
 
 def test_a_runtime_that_cannot_load_here_gives_a_reason_never_numbers():
@@ -186,3 +222,27 @@ def test_a_runtime_that_cannot_load_here_gives_a_reason_never_numbers():
     assert "tensorrt" in gaps["peak_memory_mb"] and "tensorrt" in gaps["load_time_ms"]
     assert gaps["peak_memory_mb_fp32"] == "the FP32 model does not run here"
     assert "error" in record["artifact"]
+
+
+def test_one_run_measures_each_model_file_once(digits_onnx_cached, tmp_path):
+    """The FP32 model gated on two devices of one runtime is loaded in one fresh process, not
+    two; a copy of the file under another name is the same model; another feed is measured."""
+    import numpy as np
+
+    from edgegate.stages.measurement import measure_memory
+    from edgegate.stages.memory import Footprints, Loadable
+
+    copy = tmp_path / "same.onnx"
+    shutil.copy(digits_onnx_cached / "digits.onnx", copy)
+    feed = {"input": np.load(digits_onnx_cached / "data/evaluation.npz")["input"][:1]}
+    footprints = Footprints()
+    first, second = {}, {}
+    measure_memory(Loadable("onnxruntime", digits_onnx_cached / "digits.onnx", 1, "a.onnx"),
+                   None, feed, first, {}, footprints)
+    record = measure_memory(Loadable("onnxruntime", copy, 1, "b.onnx"), None, feed, second, {},
+                            footprints)
+    assert (footprints.measured, footprints.reused) == (1, 1)
+    assert second == first and first["peak_memory_mb"] > 0
+    assert record["artifact"]["reused_in_run"] is True
+    footprints.footprint(Loadable("onnxruntime", copy, 1, "b.onnx"), {"input": feed["input"] * 0})
+    assert (footprints.measured, footprints.reused) == (2, 1)

@@ -146,6 +146,10 @@ def test_two_commits_regression_delta_and_cache_hit(model_repo, tmp_path):
         result["metrics"]["accuracy_after"] - main_digits["metrics"]["accuracy_after"])
     assert b["delta"]["peak_memory_mb"] == pytest.approx(
         result["metrics"]["peak_memory_mb"] - main_digits["metrics"]["peak_memory_mb"])
+    # and both artifacts measured again in this run (the cached base's numbers are another run's)
+    same = b["metrics"]["peak_memory_mb_same_run"]
+    assert same > 0 and b["delta"]["memory_growth_pct_vs_base"] == pytest.approx(
+        (result["metrics"]["peak_memory_mb"] / same - 1) * 100)
     lo, hi = b["delta"]["speedup_vs_base_ci95_low"], b["delta"]["speedup_vs_base_ci95_high"]
     assert lo <= b["delta"]["speedup_vs_base"] <= hi          # base and head timed interleaved
     # the unchanged model is carried forward from the cache, not recompiled
@@ -242,6 +246,18 @@ def test_plan_run_only_merge_gives_the_one_run_report(model_repo, tmp_path):
     assert "peak_memory_mb" in edge["measurement"]["measured_on_device"]
     assert edge["metrics"]["peak_memory_mb"] > 0 and edge["metrics"]["load_time_ms_fp32"] > 0
     assert edge["measurement"]["memory"]["artifact"]["machine"] == edge["measurement"]["machine"]
+    # energy: this machine's power source, or (no tegrastats, no readable powercap) the reason
+    from edgegate.stages.power import NoPowerSource, open_source
+
+    try:
+        open_source()
+        assert edge["metrics"]["energy_mj_per_inference"] > 0
+        assert edge["measurement"]["energy"]["source"]
+    except NoPowerSource:
+        assert edge["metrics"]["energy_mj_per_inference"] is None
+        assert edge["metrics"]["not_measured"]["energy_mj_per_inference"].startswith(
+            "not measured: no power source (tegrastats: not on PATH")
+        assert "energy_mj_per_inference" not in edge["measurement"]["measured_on_device"]
     assert merged["models"][0]["results"][0]["measurement"]["where"] == "host"
     for r in merged["models"][0]["results"]:
         assert (model_repo / "merged" / r["artifact"]["path"]).is_file()

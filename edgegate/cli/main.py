@@ -56,8 +56,10 @@ def cli() -> None:
               help="compare with the base commit's result (default: edgegate.yml 'baseline', auto)")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write JUnit XML here: one testcase per model x device x limit")
+@click.option("--sarif", "sarif_path", type=click.Path(dir_okay=False),
+              help="also write SARIF 2.1.0 here: one result per violation (policy file:line, model)")
 def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work,
-        only, cache_dir, no_cache, baseline_mode, junit_path) -> None:
+        only, cache_dir, no_cache, baseline_mode, junit_path, sarif_path) -> None:
     """Gate MODELs, or the configured models changed between --base and --head."""
     from edgegate.progress import make_progress
     from edgegate.run import RunOptions, run_gate
@@ -88,7 +90,7 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
                                              keep_workdir=keep_work, only=list(only) or None,
                                              cache_dir=cache_dir, no_cache=no_cache,
                                              baseline=baseline_mode), out, progress)
-        _write_junit(report, junit_path)
+        _write_junit(report, junit_path, sarif_path)
     except EdgeGateError as exc:
         _fail(exc)
         return
@@ -96,18 +98,22 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
     sys.exit(report.exit_code)
 
 
-def _write_junit(report, junit_path: str | None) -> None:
-    if not junit_path:
-        return
+def _write_junit(report, junit_path: str | None, sarif_path: str | None = None) -> None:
+    """The CI-native files asked for: --junit (JUnit XML) and --sarif (SARIF 2.1.0)."""
     from edgegate.report.junit import write_junit
+    from edgegate.report.sarif import write_sarif
 
-    try:
-        write_junit(report, Path(junit_path))
-    except OSError as exc:
-        from edgegate.errors import InputError
+    for path, write, what, option in ((junit_path, write_junit, "JUnit", "--junit"),
+                                      (sarif_path, write_sarif, "SARIF", "--sarif")):
+        if not path:
+            continue
+        try:
+            write(report, Path(path))
+        except OSError as exc:
+            from edgegate.errors import InputError
 
-        raise InputError(f"cannot write the JUnit file: {exc.strerror or exc}", file=junit_path,
-                         fix="pass a writable path to --junit") from None
+            raise InputError(f"cannot write the {what} file: {exc.strerror or exc}", file=path,
+                             fix=f"pass a writable path to {option}") from None
 
 
 def _load(config_path: str, models=()):
@@ -161,7 +167,9 @@ def plan(models, config_path, base, head, devices, policy, github_output) -> Non
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write JUnit XML here: one testcase per model x device x limit")
-def merge(partials, out_dir, config_path, as_json, junit_path) -> None:
+@click.option("--sarif", "sarif_path", type=click.Path(dir_okay=False),
+              help="also write SARIF 2.1.0 here: one result per violation (policy file:line, model)")
+def merge(partials, out_dir, config_path, as_json, junit_path, sarif_path) -> None:
     """Combine partial reports (from 'run --only' and 'measure') into one report and verdict."""
     from edgegate.config.load import load_config
     from edgegate.fanout import device_order, merge as merge_reports
@@ -182,7 +190,7 @@ def merge(partials, out_dir, config_path, as_json, junit_path) -> None:
         merged = merge_reports(reports, out, order)
         write_report(merged, out / "report.json")
         write_rendered(merged, out)
-        _write_junit(merged, junit_path)
+        _write_junit(merged, junit_path, sarif_path)
     except EdgeGateError as exc:
         _fail(exc)
         return
@@ -201,8 +209,13 @@ def merge(partials, out_dir, config_path, as_json, junit_path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write JUnit XML here: one testcase per model x device x limit")
+@click.option("--sarif", "sarif_path", type=click.Path(dir_okay=False),
+              help="also write SARIF 2.1.0 here: one result per violation (policy file:line, model)")
+@click.option("--power", metavar="SOURCE",
+              help="power source for energy per inference: tegrastats[:RAIL+RAIL], rapl or "
+                   "command:CMD (prints mW); default: the first available")
 def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as_json,
-            junit_path) -> None:
+            junit_path, sarif_path, power) -> None:
     """Run a partial report's artifacts on THIS machine (a device runner) and write a partial
     report measured on the device; 'edgegate merge' prefers it over the host's numbers."""
     from edgegate.measure import measure_report
@@ -217,10 +230,10 @@ def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as
         loaded = _load(config_path)
         out = Path(out_dir)
         measured = measure_report(report, report_path.parent, loaded, out, make_progress(quiet or as_json),
-                                  list(only) or None, policy, runner_label)
+                                  list(only) or None, policy, runner_label, power)
         write_report(measured, out / "report.json")
         write_rendered(measured, out)
-        _write_junit(measured, junit_path)
+        _write_junit(measured, junit_path, sarif_path)
     except EdgeGateError as exc:
         _fail(exc)
         return
@@ -258,7 +271,9 @@ def _print_result(report, out: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write JUnit XML here: one testcase per model x device x limit")
-def check(report_path, policy, out_path, as_json, junit_path) -> None:
+@click.option("--sarif", "sarif_path", type=click.Path(dir_okay=False),
+              help="also write SARIF 2.1.0 here: one result per violation (policy file:line, model)")
+def check(report_path, policy, out_path, as_json, junit_path, sarif_path) -> None:
     """Re-check a report against policies without recomputing anything."""
     from edgegate.cli.table import verdict_table
     from edgegate.config.load import builtin_profiles, load_policy, resolve_devices
@@ -269,7 +284,7 @@ def check(report_path, policy, out_path, as_json, junit_path) -> None:
         report = read_report(Path(report_path))
         stack = builtin_profiles() + [load_policy(p) for p in policy]
         rechecked = check_report(report, resolve_devices(stack), [d.file for _, d in stack])
-        _write_junit(rechecked, junit_path)
+        _write_junit(rechecked, junit_path, sarif_path)
     except EdgeGateError as exc:
         _fail(exc)
         return

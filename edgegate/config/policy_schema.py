@@ -25,6 +25,7 @@ LIMITS: dict[str, tuple[str, str, str]] = {
     "max_load_time_ms": ("max", "load_time_ms", "ms"),
     "max_latency_p99_ms": ("max", "latency_p99_ms", "ms"),
     "min_throughput_ips": ("min", "throughput_ips", "inferences/s"),
+    "max_energy_mj": ("max", "energy_mj_per_inference", "mJ"),
 }
 
 # Label-free fidelity against the FP32 model: each task gates on one of these by default.
@@ -65,6 +66,9 @@ class Limits(BaseModel):
     min_throughput_ips: float | None = Field(
         None, gt=0, description="batch-1 inferences per second (decided on the upper bound of its 95% "
                                 "interval)")
+    max_energy_mj: float | None = Field(
+        None, gt=0, description="energy per inference in mJ, measured by 'edgegate measure' on a "
+                                "device runner with a power source (tegrastats, RAPL, a command)")
 
 
 class DeviceProfile(Limits):

@@ -74,6 +74,10 @@ class Metrics(_Record):
     memory_growth_pct: float | None = None         # artifact vs FP32 peak memory, in %
     load_time_ms: float | None = None              # runner construction, cold (fresh process)
     load_time_ms_fp32: float | None = None
+    # on a device runner with a power source only (edgegate measure, stages/power.py): the board's
+    # energy during back-to-back inferences of the artifact / inferences, idle power included
+    energy_mj_per_inference: float | None = None
+    power_mw_mean: float | None = None
     metric: str | None = None
     accuracy_before: float | None = None
     accuracy_after: float | None = None

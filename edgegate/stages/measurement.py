@@ -30,6 +30,7 @@ TIMING_KEYS = ("latency_p99_ms", "throughput_ips")
 FP32_TIMING_KEYS = ("latency_p50_ms_before", "speedup", "latency_p99_ms_fp32", "throughput_ips_fp32")
 MEMORY_KEYS = ("peak_memory_mb", "load_time_ms")
 FP32_MEMORY_KEYS = ("peak_memory_mb_fp32", "load_time_ms_fp32", "memory_growth_pct")
+ENERGY_KEYS = ("energy_mj_per_inference", "power_mw_mean")
 
 
 def time_artifacts(before, after, feed: dict, bench: BenchmarkSpec, seed: int = 0) -> PairTiming:
@@ -72,10 +73,12 @@ def timing_gaps(metrics: dict, not_measured: dict) -> None:
 
 def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec,
                      scoring: Scoring, display: str, progress_step=lambda text: None,
-                     loads: tuple[Loadable, Loadable | None] | None = None) -> Measured:
+                     loads: tuple[Loadable, Loadable | None] | None = None,
+                     footprints=None) -> Measured:
     """Time ``runner`` (against ``baseline`` when it is not None) and evaluate it; with
     ``loads`` (the artifact and the FP32 model as a fresh process loads them; the FP32 one None
-    when it does not run here) also their peak memory and cold load time."""
+    when it does not run here) also their peak memory and cold load time, each taken once per
+    run when ``footprints`` (the run's stages.memory.Footprints) is given."""
     metrics: dict = {}
     not_measured: dict[str, str] = {}
     feed = evaluation.feed(0)
@@ -92,6 +95,9 @@ def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec
                        latency_p50_ci95_ms_after=list(t.ci95_ms), latency_runs=t.runs,
                        **t.metrics())
     timing_gaps(metrics, not_measured)
+    for key in ENERGY_KEYS:              # stages/power.py, on a device runner only
+        not_measured[key] = ("measured only by 'edgegate measure' on a device runner with a power "
+                             "source (tegrastats, RAPL, a command)")
     progress_step(f"evaluating on {len(evaluation)} samples")
     outputs = collect_outputs(runner.infer, evaluation, display)
     ref = scoring.ref_outputs
@@ -116,12 +122,12 @@ def measure_artifact(runner, baseline, evaluation: Dataset, bench: BenchmarkSpec
             not_measured[key] = "not measured by this caller (no fresh-process load given)"
     else:
         progress_step("peak memory and cold load time, each model in a fresh process")
-        memory = measure_memory(loads[0], loads[1], feed, metrics, not_measured)
+        memory = measure_memory(loads[0], loads[1], feed, metrics, not_measured, footprints)
     return Measured(metrics, not_measured, pair, memory)
 
 
 def measure_memory(artifact: Loadable, fp32: Loadable | None, feed: dict, metrics: dict,
-                   not_measured: dict) -> dict:
+                   not_measured: dict, footprints=None) -> dict:
     """Peak memory and cold load time of the artifact and of the FP32 model (fresh processes,
     one after the other) into ``metrics``; the record of how they were taken is returned. A
     measurement that fails is reported not measured with the reason, never given numbers."""
@@ -141,7 +147,7 @@ def measure_memory(artifact: Loadable, fp32: Loadable | None, feed: dict, metric
                 not_measured[key] = "the FP32 model does not run here"
             continue
         try:
-            got = footprint(model, feed)
+            got = footprints.footprint(model, feed) if footprints is not None else footprint(model, feed)
         except EdgeGateError as exc:
             for key in keys:
                 not_measured[key] = f"the fresh-process measurement failed: {exc.message}"[:300]

@@ -12,6 +12,11 @@ samples is never missed. Where that is not possible (macOS, a locked-down /proc)
 the RSS every millisecond, and the record says which method was used.
 
 "Cold" means a fresh process: the model's file may still be in the operating system's page cache.
+
+One run measures each (runtime, model file content, threads, input binding, feed, runs) once
+(``Footprints``, held by the run): the FP32 model gated on several devices of one runtime, or a
+base artifact measured when the base was gated in the same run, is not loaded again. Nothing is
+kept across runs: a number in a report is always measured by the run that wrote it.
 """
 
 from __future__ import annotations
@@ -46,14 +51,94 @@ def footprint(model: Loadable, feed: dict, runs: int = MEMORY_RUNS,
     """Load ``model`` in a fresh process and run it ``runs`` times on ``feed``: the record
     (``peak_memory_mb``, ``load_time_ms``, the baseline, the method). Raises IsolationError (the
     child crashed, hung or went over its cap) or the runner's own error."""
-    from edgegate.isolation import default_memory_limit_mb, run_in_child
+    from edgegate.isolation import default_memory_limit_mb, run_in_child, sandbox_reading
 
     return run_in_child("edgegate.stages.memory:_child",
                         (model.target, str(model.path), model.threads, model.display,
                          model.binding, feed, runs),
                         timeout_s=model.timeout_s or DEFAULT_TIMEOUT_S,
                         memory_limit_mb=model.memory_limit_mb or default_memory_limit_mb(),
-                        what=f"the memory measurement of {Path(model.path).name}", workdir=workdir)
+                        what=f"the memory measurement of {Path(model.path).name}", workdir=workdir,
+                        sandbox=sandbox_reading(Path(model.path), workdir))
+
+
+class Footprints:
+    """One run's fresh-process measurements, each taken once and reused (``footprint`` with a
+    cache). With ``folder`` the records are files there, so the child process that gates each
+    device (isolation.gate_device_isolated) shares them; the run removes the folder at its end
+    (``close``). A measurement that failed is not kept: another device may give it a larger cap."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
+        self._done: dict[str, dict] = {}
+        self.measured = 0              # in this process
+        self.reused = 0
+
+    @classmethod
+    def for_run(cls, parent: Path) -> "Footprints":
+        """Records in a folder under ``parent`` (the run's work folder: the sandboxed per-device
+        children may write there, and nowhere else outside their own folder)."""
+        import tempfile
+
+        parent.mkdir(parents=True, exist_ok=True)
+        return cls(Path(tempfile.mkdtemp(prefix="footprints-", dir=parent)).resolve())
+
+    def close(self) -> None:
+        import shutil
+
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    @staticmethod
+    def key(model: Loadable, feed: dict, runs: int) -> str:
+        import hashlib
+        import json
+
+        import numpy as np
+
+        from edgegate.pipeline import sha256_of
+
+        inputs = []
+        for name in sorted(feed):
+            arr = np.ascontiguousarray(feed[name])
+            inputs.append([name, list(arr.shape), str(arr.dtype),
+                           hashlib.sha256(arr.tobytes()).hexdigest()])
+        key = [model.target, sha256_of(Path(model.path)), model.threads, model.binding, inputs, runs]
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _get(self, key: str) -> dict | None:
+        import json
+
+        if key in self._done or self.folder is None:
+            return self._done.get(key)
+        try:
+            return json.loads((self.folder / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _put(self, key: str, record: dict) -> None:
+        import json
+        import os
+
+        self._done[key] = dict(record)
+        if self.folder is not None and self.folder.is_dir():
+            tmp = self.folder / f"{key}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self.folder / f"{key}.json")
+
+    def footprint(self, model: Loadable, feed: dict, runs: int = MEMORY_RUNS,
+                  workdir: Path | None = None) -> dict:
+        """``footprint(model, feed)``, or the record this run already took of the same thing
+        (then marked ``reused_in_run``)."""
+        key = self.key(model, feed, runs)
+        got = self._get(key)
+        if got is not None:
+            self.reused += 1
+            return {**got, "reused_in_run": True}
+        got = footprint(model, feed, runs, workdir)
+        self.measured += 1
+        self._put(key, got)
+        return got
 
 
 # ---------------------------------------------------------------------- in the child

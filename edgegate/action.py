@@ -373,7 +373,7 @@ def run_action(ctx: ActionContext) -> int:
             return run.run_publish_mode()
         return run.run_gate_mode()
     except EdgeGateError as exc:
-        print(Annotation("error", redact(exc.full, [token])).command(), file=ctx.stdout, flush=True)
+        print(Annotation("error", redact(exc.terminal, [token])).command(), file=ctx.stdout, flush=True)
         return exc.exit_code
     except Exception:  # a bug: exit 3, never 1 (which means "a gate failed")
         # the trace holds text from the pull request (paths, messages): shown, never run

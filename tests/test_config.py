@@ -187,7 +187,7 @@ def test_an_unknown_device_in_edgegate_yml_names_the_line_and_suggests(tmp_path)
     (repo / "edgegate.yml").write_text(text)
     proc = _edgegate(repo, "--no-cache")
     assert proc.returncode == 2, proc.stderr
-    assert "edgegate.yml:6: field 'models.0.devices.1': unknown device 'raspbery-pi-4'" in proc.stderr
+    assert "edgegate.yml:6: models.0.devices.1: unknown device 'raspbery-pi-4'" in proc.stderr
     assert "did you mean 'raspberry-pi-4'?" in proc.stderr
 
 
@@ -199,7 +199,7 @@ def test_a_path_that_matches_no_file_exits_2_with_did_you_mean(tmp_path):
                                        .replace("models/*.onnx", "models/tiny.onx"))
     proc = _edgegate(repo, "--no-cache")
     assert proc.returncode == 2, proc.stderr
-    assert "edgegate.yml:3: field 'models.0.path': 'path' matches no file" in proc.stderr
+    assert "edgegate.yml:3: models.0.path: 'path' matches no file" in proc.stderr
     assert "did you mean 'models/tiny.onnx'?" in proc.stderr
 
 

@@ -19,7 +19,12 @@ EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _fail(exc: EdgeGateError) -> None:
-    click.echo(log_text(f"edgegate: {exc.full}"), err=True)
+    """The one way an error reaches the terminal: per problem ``file:line: field: what, got X``
+    then ``Fix: ...`` (edgegate.errors.EdgeGateError.terminal; the Action prints the same)."""
+    text = exc.terminal
+    if not exc.where:
+        text = f"edgegate: {text}"
+    click.echo(log_text(text), err=True)
     sys.exit(exc.exit_code)
 
 

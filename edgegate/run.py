@@ -110,8 +110,7 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
                 models.append(model)
         if use.cache is not None and discovery.unchanged:
             carried = carry_forward(discovery.unchanged, config, ctx, use)
-    except EdgeGateError as exc:
-        progress.warn(exc.full)
+    except EdgeGateError as exc:      # printed once, with its Fix:, by the CLI's verdict table
         errors.append(ErrorInfo(**describe(exc)))
     disk = _disk_usage(out_dir, ctx, opts.keep_workdir)
     report = Report(edgegate_version=__version__, created_at=clock(),

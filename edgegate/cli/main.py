@@ -234,7 +234,7 @@ def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as
 
 
 def _print_result(report, out: Path, as_json: bool) -> None:
-    from edgegate.cli.table import verdict_table
+    from edgegate.cli.table import run_errors, verdict_table
 
     if as_json:
         click.echo(json.dumps({"verdict": report.verdict, "exit_code": report.exit_code,
@@ -244,9 +244,13 @@ def _print_result(report, out: Path, as_json: bool) -> None:
                                "models": [{"path": m.path, "status": m.status,
                                            "results": [{"device": r.device, "status": r.status}
                                                        for r in m.results]}
-                                          for m in report.models]}, indent=2))
+                                          for m in report.models],
+                               "errors": [{"message": e.message, "fix": e.fix} for e in report.errors]},
+                              indent=2))
         return
     click.echo(log_text(verdict_table(report)))
+    if report.errors:
+        click.echo(log_text(run_errors(report)), err=True)
     click.echo(f"\nverdict: {report.verdict.upper()}")
     click.echo(log_text(f"report:  {out / 'report.json'}"))
     click.echo(log_text(f"comment: {out / 'comment.md'}"))
@@ -265,7 +269,7 @@ def _print_result(report, out: Path, as_json: bool) -> None:
               help="also write JUnit XML here: one testcase per model x device x limit")
 def check(report_path, policy, out_path, as_json, junit_path) -> None:
     """Re-check a report against policies without recomputing anything."""
-    from edgegate.cli.table import verdict_table
+    from edgegate.cli.table import run_errors, verdict_table
     from edgegate.config.load import builtin_profiles, load_policy, resolve_devices
     from edgegate.policy.check import check_report
     from edgegate.report.model import read_report, write_report
@@ -284,6 +288,8 @@ def check(report_path, policy, out_path, as_json, junit_path) -> None:
         click.echo(json.dumps({"verdict": rechecked.verdict, "exit_code": rechecked.exit_code}))
     else:
         click.echo(log_text(verdict_table(rechecked)))
+        if rechecked.errors:
+            click.echo(log_text(run_errors(rechecked)), err=True)
         click.echo(f"\nverdict: {rechecked.verdict.upper()}")
     sys.exit(rechecked.exit_code)
 

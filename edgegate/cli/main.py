@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from edgegate import __version__
+from edgegate.config.files import OUT_DIR
 from edgegate.errors import ConfigError, EdgeGateError
 from edgegate.logsafe import CommandPause, log_text
 
@@ -40,15 +41,27 @@ def cli() -> None:
     """
 
 
+CONFIG_HELP = "configuration file (default: the edgegate.yml of this folder or the first folder above it, up to the git root)"
+OUT_HELP = "output folder (default: .edgegate-out/ at the repository root)"
+
+
 @cli.command()
 @click.argument("models", nargs=-1)
-@click.option("--config", "config_path", default="edgegate.yml", show_default=True,
-              help="configuration file (relative paths inside it are relative to its folder)")
+@click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--base", help="base commit (default: merge-base with the default branch)")
 @click.option("--head", help="head commit (default: HEAD; must be checked out)")
 @click.option("--device", "devices", multiple=True, help="gate only on this device (repeatable)")
 @click.option("--policy", help="a policy file applied on top of the configured ones")
-@click.option("--out", "out_dir", default=".edgegate", show_default=True, help="output folder")
+@click.option("--out", "out_dir", help=OUT_HELP)
+@click.option("--calibration", type=click.Path(), help="MODELs' calibration data: .npz/.npy or a "
+              "folder of images (replaces edgegate.yml's; no edgegate.yml needed)")
+@click.option("--evaluation", type=click.Path(), help="MODELs' evaluation data: .npz with the input "
+              "arrays and a 'labels' array, or an image folder with one subfolder per class")
+@click.option("--labels", help="name of the labels array in --evaluation (default: labels)")
+@click.option("--metric", help="metric on --evaluation: top1 (default), top5, mse, fidelity or "
+                               "module:function")
+@click.option("--synthetic", is_flag=True, help="calibrate MODELs on random inputs: a first try "
+              "only (no accuracy, calibration not representative)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
 @click.option("--keep-work", is_flag=True, help="keep intermediate files under OUT/.work")
@@ -61,16 +74,23 @@ def cli() -> None:
               help="compare with the base commit's result (default: edgegate.yml 'baseline', auto)")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
               help="also write JUnit XML here: one testcase per model x device x limit")
-def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work,
-        only, cache_dir, no_cache, baseline_mode, junit_path) -> None:
+def run(models, config_path, base, head, devices, policy, out_dir, calibration, evaluation, labels,
+        metric, synthetic, quiet, as_json, keep_work, only, cache_dir, no_cache, baseline_mode,
+        junit_path) -> None:
     """Gate MODELs, or the configured models changed between --base and --head."""
+    from edgegate.cli import resolve
     from edgegate.progress import make_progress
     from edgegate.run import RunOptions, run_gate
 
     progress = make_progress(quiet or as_json)
-    out = Path(out_dir)
+    say = None if quiet or as_json else (lambda text: click.echo(log_text(text), err=True))
     try:
-        loaded = _load(config_path, models)
+        out = resolve.out_folder(out_dir, resolve.default_root(resolve.config_file(config_path)))
+    except EdgeGateError:
+        out = Path(out_dir or OUT_DIR)
+    try:
+        loaded = resolve.load(config_path, models, say)
+        loaded = resolve.with_data(loaded, models, calibration, evaluation, labels, metric, synthetic)
     except EdgeGateError as exc:          # edgegate.yml refused: the report still says why
         from edgegate.run import write_error_report
 
@@ -80,13 +100,15 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
             pass
         _fail(exc)
         return
+    if synthetic and say is not None:
+        say(f"note: {resolve.SYNTHETIC_NOTE}")
     try:
         if head:
             from edgegate.discover.git import Git
 
             git = Git(loaded.root)
             if git.is_repo() and git.rev(head) != git.rev("HEAD"):
-                raise ConfigError(f"--head {head} is not the checked-out commit", value=head,
+                raise ConfigError(f"--head {head} is not the checked-out commit",
                                   fix=f"git checkout {head} first, or leave --head out")
         report = run_gate(loaded, RunOptions(models=list(models), base=base, head=head,
                                              devices=list(devices) or None, policy=policy,
@@ -98,6 +120,9 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
         _fail(exc)
         return
     _print_result(report, out, as_json)
+    if synthetic and not as_json:
+        click.echo("note: synthetic data: no accuracy was measured and the calibration is not "
+                   "representative of real inputs")
     sys.exit(report.exit_code)
 
 
@@ -115,23 +140,15 @@ def _write_junit(report, junit_path: str | None) -> None:
                          fix="pass a writable path to --junit") from None
 
 
-def _load(config_path: str, models=()):
-    from edgegate.config.load import LoadedConfig, load_config
-    from edgegate.config.schema import Config
-    from edgegate.config.yamlfile import Sourced
+def _load(config_path: str | None, models=()):
+    from edgegate.cli.resolve import load
 
-    cfg = Path(config_path)
-    if cfg.is_file():
-        return load_config(cfg)
-    if models and config_path == "edgegate.yml":
-        return LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), Path.cwd())
-    raise ConfigError("configuration file not found", file=config_path,
-                      fix="create edgegate.yml (edgegate init writes one; docs/configuration.md) or name models on the command line")
+    return load(config_path, models)
 
 
 @cli.command()
 @click.argument("models", nargs=-1)
-@click.option("--config", "config_path", default="edgegate.yml", show_default=True)
+@click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--base", help="base commit (default: merge-base with the default branch)")
 @click.option("--head", help="head commit (default: HEAD)")
 @click.option("--device", "devices", multiple=True, help="only this device (repeatable)")
@@ -160,7 +177,7 @@ def plan(models, config_path, base, head, devices, policy, github_output) -> Non
 
 @cli.command()
 @click.argument("partials", nargs=-1, required=True, metavar="DIR_OR_REPORT...")
-@click.option("--out", "out_dir", default=".edgegate", show_default=True, help="output folder")
+@click.option("--out", "out_dir", default=OUT_DIR, show_default=True, help="output folder")
 @click.option("--config", "config_path", default="edgegate.yml", show_default=True,
               help="orders each model's devices as a single run would (optional)")
 @click.option("--json", "as_json", is_flag=True)
@@ -197,7 +214,7 @@ def merge(partials, out_dir, config_path, as_json, junit_path) -> None:
 
 @cli.command()
 @click.argument("partial", metavar="DIR_OR_REPORT")
-@click.option("--config", "config_path", default="edgegate.yml", show_default=True)
+@click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--only", "only", multiple=True, metavar="MODEL@DEVICE", help="measure only these")
 @click.option("--policy", help="a policy file applied on top of the configured ones")
 @click.option("--out", "out_dir", default=".edgegate-measured", show_default=True)
@@ -374,7 +391,7 @@ def schema(out_dir) -> None:
 
 
 @cli.command()
-@click.argument("out_dir", default=".edgegate", required=False)
+@click.argument("out_dir", default=OUT_DIR, required=False)
 @click.option("--tag", required=True, help="release tag (created as a draft release if missing)")
 @click.option("--repo", envvar="GITHUB_REPOSITORY", required=True, help="owner/name [$GITHUB_REPOSITORY]")
 @click.option("--api-url", envvar="GITHUB_API_URL", default="https://api.github.com", show_default=True,
@@ -383,7 +400,7 @@ def schema(out_dir) -> None:
               help="name of the environment variable holding the token (never pass a token as an argument)")
 @click.option("--dry-run", is_flag=True, help="list the assets and write SHA256SUMS/manifest.json only")
 def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
-    """Upload a run's artifacts (OUT_DIR, default .edgegate) as release assets of TAG.
+    """Upload a run's artifacts (OUT_DIR, default .edgegate-out) as release assets of TAG.
 
     Names are <model>-<device>-<precision>.<ext>, plus SHA256SUMS and manifest.json. The release is
     created as a draft, filled, then published; re-running replaces assets of the same name."""

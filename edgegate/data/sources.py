@@ -214,7 +214,7 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
         calib_ds = Dataset(arrays, None, {"source": "synthetic", "path": None, "total": n,
                                           "seed": calib.seed, "method": calib.method})
         calib_ds.squeeze = {i.name: False for i in inputs}
-        warnings.append("calibrated on synthetic random data (asked for in edgegate.yml): the "
+        warnings.append("calibrated on synthetic random data (synthetic: true, or --synthetic): the "
                         "quantization ranges do not reflect real inputs, so accuracy numbers mean little")
     elif calib is not None and calib.data:
         arrays, _, display, total = _read(calib, inputs, root, "calibration", None)
@@ -240,7 +240,8 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
         raise ConfigError("the model has no calibration data", field="calibration",
                           fix="set 'calibration: data/calibration.npz' (arrays named after the "
                               "inputs) or an 'evaluation' set to draw from; 'calibration: "
-                              "{synthetic: true}' calibrates on random data")
+                              "{synthetic: true}' calibrates on random data (on the command line: "
+                              "--calibration FILE, --evaluation FILE or --synthetic)")
 
     calib_ds = _sample(calib_ds, calib.samples if calib else None,
                        calib.seed if calib else 0)

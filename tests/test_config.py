@@ -233,7 +233,7 @@ def test_a_device_override_is_not_an_edgegate_yml_change(tmp_path):
     commit_all(repo, "docs only")
     proc = _edgegate(repo, "--base", "HEAD~1", "--device", "android", "--no-cache")
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     assert report["models"] == [] and report["unchanged"] == ["models/tiny.onnx"]
 
 

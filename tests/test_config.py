@@ -237,7 +237,7 @@ def test_a_device_override_is_not_an_edgegate_yml_change(tmp_path):
     assert report["models"] == [] and report["unchanged"] == ["models/tiny.onnx"]
 
 
-# ------------------------------------------------------------------ a new user's 12 common mistakes
+# ------------------------------------------------------------------ a new user's common mistakes
 
 
 def _set(repo, old, new, name="edgegate.yml"):
@@ -294,6 +294,8 @@ MISTAKES = [
      ["not inside a git repository", "edgegate run path/to/model.onnx"]),
     ("shallow-clone", _shallow,
      ["does not name a commit in this clone (this clone is shallow)", "fetch-depth: 0"]),
+    ("model-file-not-found", lambda r: (r, ["models/tiny.onx"]),
+     ["models/tiny.onx: model file not found"]),
     ("unknown-device-option", lambda r: (r, ["--device", "rpi4"]),
      ["--device: unknown device 'rpi4'", "did you mean 'raspberry-pi-4'?"]),
 ]

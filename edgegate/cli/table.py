@@ -42,7 +42,10 @@ def verdict_table(report: Report) -> str:
     problems = []
     for model in report.models:
         if model.error is not None:
-            problems.append(f"  {model.path}: {model.error.message}")
+            message = model.error.message          # the path once, even when the error names it
+            if not message.startswith(f"{model.path}:"):
+                message = f"{model.path}: {message}"
+            problems.append(f"  {message}")
             if model.error.fix:
                 problems.append(f"    Fix: {model.error.fix}")
         for r in model.results:

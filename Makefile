@@ -73,4 +73,4 @@ schemas: $(STAMP)
 	$(VENV)/bin/edgegate schema --out schemas
 
 clean:
-	rm -rf build .edgegate .pytest_cache
+	rm -rf build .edgegate-out .pytest_cache

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
+from edgegate.config.files import OUT_DIR
 from edgegate.config.load import LoadedConfig, load_config
 from edgegate.discover import Git, configured_models
 from edgegate.discover.git import MISSING_COMMIT_FIX, Change
@@ -52,8 +53,8 @@ class ActionInputs:
     fail_on: str = "failure"            # failure | error | never
     publish: str = "auto"               # auto | true | false
     tag: str | None = None
-    out: str = ".edgegate"
-    bundle: str = ".edgegate/bundle"
+    out: str = OUT_DIR
+    bundle: str = f"{OUT_DIR}/bundle"
     comment_author: str | None = None
 
 
@@ -72,8 +73,8 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         fail_on=input_choice(env, "fail-on", ("failure", "error", "never"), "failure"),
         publish=input_choice(env, "publish", ("auto", "true", "false"), "auto"),
         tag=input_value(env, "tag"),
-        out=input_value(env, "out") or ".edgegate",
-        bundle=input_value(env, "bundle") or ".edgegate/bundle",
+        out=input_value(env, "out") or OUT_DIR,
+        bundle=input_value(env, "bundle") or f"{OUT_DIR}/bundle",
         comment_author=input_value(env, "comment-author"),
     )
 
@@ -376,7 +377,7 @@ def run_action(ctx: ActionContext) -> int:
             return run.run_publish_mode()
         return run.run_gate_mode()
     except EdgeGateError as exc:
-        print(Annotation("error", redact(exc.full, [token])).command(), file=ctx.stdout, flush=True)
+        print(Annotation("error", redact(exc.terminal, [token])).command(), file=ctx.stdout, flush=True)
         return exc.exit_code
     except Exception:  # a bug: exit 3, never 1 (which means "a gate failed")
         # the trace holds text from the pull request (paths, messages): shown, never run

@@ -14,8 +14,10 @@ class EdgeGateError(Exception):
     kind = "internal"
 
     def __init__(self, what: str, *, file: str | None = None, line: int | None = None,
-                 field: str | None = None, value: object = None, fix: str | None = None):
+                 field: str | None = None, value: object = None, fix: str | None = None,
+                 more: tuple[EdgeGateError, ...] = ()):
         self.what = what
+        self.more = tuple(more)         # further problems found in the same pass (each its own line)
         self.file = file
         self.line = line
         self.field = field
@@ -31,26 +33,42 @@ class EdgeGateError(Exception):
 
     @property
     def message(self) -> str:
+        """One line: ``file:line: field: what, got X`` (the parts that are known)."""
         parts = []
         if self.where:
             parts.append(f"{self.where}:")
         if self.field:
-            parts.append(f"field '{self.field}':")
-        parts.append(self.what)
+            parts.append(f"{self.field}:")
+        text = self.what.rstrip(". ")
         if self.value is not None:
             seen = repr(self.value)
             if len(seen) > 200:
                 seen = seen[:197] + "..."
-            parts.append(f"(got {seen})")
+            text += f", got {seen}"
+        parts.append(text)
         return " ".join(parts)
 
     @property
     def full(self) -> str:
-        """The message and the fix, for terminals and logs."""
+        """The message and the fix on one line, for warnings and logs."""
         return f"{self.message}. Fix: {self.fix}" if self.fix else self.message
 
+    @property
+    def terminal(self) -> str:
+        """What the CLI and the Action print: per problem one line naming file:line and field,
+        then its ``Fix:`` line."""
+        out = []
+        for problem in (self, *self.more):
+            out.append(problem.message)
+            if problem.fix:
+                out.append(f"Fix: {problem.fix}")
+        return "\n".join(out)
+
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "message": self.message, "file": self.file, "line": self.line,
+        message = self.message
+        if self.more:
+            message += "; also: " + "; ".join(p.message for p in self.more)
+        return {"kind": self.kind, "message": message, "file": self.file, "line": self.line,
                 "field": self.field, "fix": self.fix}
 
 

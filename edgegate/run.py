@@ -116,8 +116,7 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
                 models.append(model)
         if use.cache is not None and discovery.unchanged:
             carried = carry_forward(discovery.unchanged, config, ctx, use)
-    except EdgeGateError as exc:
-        progress.warn(exc.full)
+    except EdgeGateError as exc:      # printed once, with its Fix:, by the CLI's verdict table
         errors.append(ErrorInfo(**describe(exc)))
     if ctx is not None:
         ctx.footprints.close()

@@ -260,7 +260,7 @@ def test_release_uploads_assets_and_rerun_replaces(model_repo, fake, tmp_path):
     # `edgegate publish` re-runs the upload from the same run folder: same names, replaced assets
     env = dict(os.environ, GITHUB_TOKEN=TOKEN, GITHUB_REPOSITORY=fake.state.repo,
                GITHUB_API_URL=fake.url, EDGEGATE_GITHUB_THROTTLE_S="0")
-    cli = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "publish", ".edgegate",
+    cli = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "publish", ".edgegate-out",
                           "--tag", "v1.0.0"], cwd=model_repo, env=env, capture_output=True,
                          text=True, timeout=300)
     assert cli.returncode == 0, cli.stdout + cli.stderr

@@ -187,7 +187,7 @@ def test_an_unknown_device_in_edgegate_yml_names_the_line_and_suggests(tmp_path)
     (repo / "edgegate.yml").write_text(text)
     proc = _edgegate(repo, "--no-cache")
     assert proc.returncode == 2, proc.stderr
-    assert "edgegate.yml:6: field 'models.0.devices.1': unknown device 'raspbery-pi-4'" in proc.stderr
+    assert "edgegate.yml:6: models.0.devices.1: unknown device 'raspbery-pi-4'" in proc.stderr
     assert "did you mean 'raspberry-pi-4'?" in proc.stderr
 
 
@@ -199,7 +199,7 @@ def test_a_path_that_matches_no_file_exits_2_with_did_you_mean(tmp_path):
                                        .replace("models/*.onnx", "models/tiny.onx"))
     proc = _edgegate(repo, "--no-cache")
     assert proc.returncode == 2, proc.stderr
-    assert "edgegate.yml:3: field 'models.0.path': 'path' matches no file" in proc.stderr
+    assert "edgegate.yml:3: models.0.path: 'path' matches no file" in proc.stderr
     assert "did you mean 'models/tiny.onnx'?" in proc.stderr
 
 
@@ -233,5 +233,95 @@ def test_a_device_override_is_not_an_edgegate_yml_change(tmp_path):
     commit_all(repo, "docs only")
     proc = _edgegate(repo, "--base", "HEAD~1", "--device", "android", "--no-cache")
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     assert report["models"] == [] and report["unchanged"] == ["models/tiny.onnx"]
+
+
+# ------------------------------------------------------------------ a new user's common mistakes
+
+
+def _set(repo, old, new, name="edgegate.yml"):
+    path = repo / name
+    text = path.read_text()
+    assert old in text, (old, name)
+    path.write_text(text.replace(old, new))
+
+
+def _rename_labels(repo):
+    import numpy as np
+
+    arrays = dict(np.load(repo / "data/evaluation.npz"))
+    arrays["y"] = arrays.pop("labels")
+    np.savez(repo / "data/evaluation.npz", **arrays)
+
+
+def _shallow(repo):
+    from conftest import commit_all, git
+    from tinyrepo import tiny_onnx
+
+    base = git(repo, "rev-parse", "HEAD").strip()
+    tiny_onnx(repo / "models/tiny.onnx", seed=2)
+    commit_all(repo, "retrain")
+    clone = repo.parent / "clone"
+    git(repo.parent, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    return clone, ["--base", base]
+
+
+# (id, how the tiny repository is broken -> (repo, extra args), what the error must name)
+MISTAKES = [
+    ("misspelt-key", lambda r: _set(r, "    calibration:", "    calibraton:"),
+     ["edgegate.yml:4: models.0.calibraton: unknown key 'calibraton'", "did you mean 'calibration'?"]),
+    ("wrong-type", lambda r: _set(r, "repeats: 5", "repeats: many"),
+     ["edgegate.yml:8: benchmark.repeats: expected an integer, got 'many'"]),
+    ("unknown-device", lambda r: _set(r, "[x86-cpu]", "[raspbery-pi-4]"),
+     ["edgegate.yml:6: models.0.devices.0: unknown device", "did you mean 'raspberry-pi-4'?"]),
+    ("unknown-metric", lambda r: _set(r, "metric: top1", "metric: accuracy"),
+     ["edgegate.yml:5: models.0.evaluation.metric:", "got 'accuracy'", "use one of: top1, top5"]),
+    ("bad-yaml", lambda r: _set(r, "devices: [x86-cpu]", "devices: [x86-cpu"),
+     ["edgegate.yml:", "invalid YAML"]),
+    ("path-matches-nothing", lambda r: _set(r, "models/*.onnx", "model/*.onnx"),
+     ["edgegate.yml:3: models.0.path: 'path' matches no file", "got 'model/*.onnx'"]),
+    ("missing-data-file", lambda r: _set(r, "data/calibration.npz", "data/calib.npz"),
+     ["data/calib.npz: data file not found", "Fix: commit the file or correct the path"]),
+    ("labels-under-another-name", _rename_labels,
+     ["data/evaluation.npz: evaluation.labels:", "Fix: set evaluation.labels: y"]),
+    ("policy-limit-wrong-type", lambda r: _set(r, "min_speedup: 0.01", "min_speedup: fast", "policy.yml"),
+     ["policy.yml:5: devices.x86-cpu.min_speedup: expected a number, got 'fast'", "docs/policies.md"]),
+    ("policy-misspelt-limit", lambda r: _set(r, "max_accuracy_drop_pp", "max_acuracy_drop_pp", "policy.yml"),
+     ["policy.yml:4: devices.x86-cpu.max_acuracy_drop_pp: unknown key",
+      "did you mean 'max_accuracy_drop_pp'?"]),
+    ("no-git-repository", lambda r: __import__("shutil").rmtree(r / ".git"),
+     ["not inside a git repository", "edgegate run path/to/model.onnx"]),
+    ("shallow-clone", _shallow,
+     ["does not name a commit in this clone (this clone is shallow)", "fetch-depth: 0"]),
+    ("model-file-not-found", lambda r: (r, ["models/tiny.onx"]),
+     ["models/tiny.onx: model file not found"]),
+    ("unknown-device-option", lambda r: (r, ["--device", "rpi4"]),
+     ["--device: unknown device 'rpi4'", "did you mean 'raspberry-pi-4'?"]),
+]
+
+
+@pytest.mark.parametrize("mistake, expected", [(m[1], m[2]) for m in MISTAKES],
+                         ids=[m[0] for m in MISTAKES])
+def test_a_common_mistake_exits_2_naming_the_file_and_field_with_a_fix(tmp_path, mistake, expected):
+    import subprocess
+    import sys
+
+    from tinyrepo import tiny_repo
+
+    repo = tiny_repo(tmp_path)
+    broken = mistake(repo)
+    cwd, args = broken if isinstance(broken, tuple) else (repo, [])
+    proc = subprocess.run([sys.executable, "-m", "edgegate", "run", "--no-cache", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    for text in expected:
+        assert text in out, (text, out)
+    lines = out.splitlines()
+    error = next(i for i, line in enumerate(lines) if expected[0] in line)
+    assert lines[error + 1].strip().startswith("Fix: "), out          # the fix right below it
+    assert "Value error" not in out and "Input should be" not in out and "[type=" not in out
+    assert str(tmp_path) not in out                                   # paths relative to the repo
+    named = expected[0].split(":")[0]
+    assert lines[error].count(named) == 1, lines[error]               # printed once

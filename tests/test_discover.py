@@ -197,11 +197,11 @@ def test_the_report_says_why_a_data_only_change_was_gated(tmp_path):
                            "--no-cache", "--baseline", "off"], cwd=repo, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr
-    (model,) = json.loads((repo / ".edgegate/report.json").read_text())["models"]
+    (model,) = json.loads((repo / ".edgegate-out/report.json").read_text())["models"]
     assert model["change"] == "regated" and model["results"], proc.stderr
     assert model["why"] == ["calibration data changed (data/calibration.npz)",
                             "evaluation data changed (data/evaluation.npz)"]
-    assert "**Gated because**: calibration data changed" in (repo / ".edgegate/comment.md").read_text()
+    assert "**Gated because**: calibration data changed" in (repo / ".edgegate-out/comment.md").read_text()
 
 
 def test_a_matrix_leg_names_a_model_as_the_full_run_does(tmp_path):
@@ -227,5 +227,5 @@ def test_a_matrix_leg_names_a_model_as_the_full_run_does(tmp_path):
                            "--only", "models/a/tiny.onnx@x86-cpu", "--no-cache", "--baseline", "off"],
                           cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr
-    (model,) = json.loads((repo / ".edgegate/report.json").read_text())["models"]
+    (model,) = json.loads((repo / ".edgegate-out/report.json").read_text())["models"]
     assert (model["path"], model["name"]) == ("models/a/tiny.onnx", "models-a-tiny"), proc.stderr

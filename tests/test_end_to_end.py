@@ -34,7 +34,7 @@ def gated(tmp_path_factory, digits_onnx_cached):
     (repo / "models/broken.onnx").write_bytes(data[: len(data) // 3])
     commit_all(repo, "retrain + a broken upload")
     proc = edgegate("run", "--base", "HEAD~1", cwd=repo)
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     return repo, proc, report
 
 
@@ -95,7 +95,7 @@ def test_report_records_where_and_how_it_was_measured(gated):
     assert q["compute_nodes_quantized"] >= 3 and 0.5 <= q["int8_mac_share"] <= 1.0
     artifact = result["artifact"]
     assert artifact["precision"] == "int8" and artifact["path"] == "artifacts/digits-x86-cpu-int8.onnx"
-    stored = onnx.load(str(gated[0] / ".edgegate" / artifact["path"]))
+    stored = onnx.load(str(gated[0] / ".edgegate-out" / artifact["path"]))
     assert any(n.op_type == "QuantizeLinear" for n in stored.graph.node)
     assert {c["limit"] for c in result["checks"]} >= {"max_accuracy_drop_pp", "min_speedup", "min_size_ratio"}
     for c in result["checks"]:
@@ -104,23 +104,23 @@ def test_report_records_where_and_how_it_was_measured(gated):
 
 def test_comment_renders_and_check_and_render_redo_it(gated, tmp_path):
     repo, _, report = gated
-    comment = (repo / ".edgegate/comment.md").read_text()
+    comment = (repo / ".edgegate-out/comment.md").read_text()
     assert comment.startswith("<!-- edgegate:comment -->")
     assert "models/digits.onnx" in comment and "models/broken.onnx" in comment
     assert "<details>" in comment and "INT8 coverage" in comment
-    rendered = edgegate("render", ".edgegate/report.json", cwd=repo)
+    rendered = edgegate("render", ".edgegate-out/report.json", cwd=repo)
     assert rendered.returncode == 0 and rendered.stdout == comment
-    summary = edgegate("render", ".edgegate/report.json", "--format", "summary", cwd=repo)
-    assert summary.stdout == (repo / ".edgegate/summary.md").read_text()
+    summary = edgegate("render", ".edgegate-out/report.json", "--format", "summary", cwd=repo)
+    assert summary.stdout == (repo / ".edgegate-out/summary.md").read_text()
     # a stricter policy re-checked from report.json alone: the good model now fails its gate
     strict = tmp_path / "strict.yml"
     strict.write_text("version: 1\ndevices:\n  x86-cpu:\n    min_size_ratio: 100\n")
-    checked = edgegate("check", ".edgegate/report.json", "--policy", str(strict), "--json", cwd=repo)
+    checked = edgegate("check", ".edgegate-out/report.json", "--policy", str(strict), "--json", cwd=repo)
     out = json.loads(checked.stdout)
     assert out["verdict"] == "error"                 # the broken model still errors
     assert checked.returncode == 2
     # and without the broken model in the report, the failed gate gives exit 1
-    data = json.loads((repo / ".edgegate/report.json").read_text())
+    data = json.loads((repo / ".edgegate-out/report.json").read_text())
     data["models"] = [m for m in data["models"] if m["path"] == "models/digits.onnx"]
     only_good = tmp_path / "report.json"
     only_good.write_text(json.dumps(data))
@@ -135,10 +135,10 @@ def test_unknown_device_ends_the_run_with_a_config_error(model_repo):
     cfg.write_text(cfg.read_text().replace("[x86-cpu]", "[x86-cpu, toaster]"))
     proc = edgegate("run", "--base", "HEAD~1", cwd=model_repo)
     assert proc.returncode == 2
-    report = json.loads((model_repo / ".edgegate/report.json").read_text())
+    report = json.loads((model_repo / ".edgegate-out/report.json").read_text())
     (err,) = report["errors"]
     assert "toaster" in err["message"] and err["file"] == "edgegate.yml" and err["line"] == 9
-    assert (model_repo / ".edgegate/comment.md").read_text().count("toaster") >= 1
+    assert (model_repo / ".edgegate-out/comment.md").read_text().count("toaster") >= 1
 
 
 def test_no_changed_model_passes_quickly(model_repo):
@@ -148,7 +148,7 @@ def test_no_changed_model_passes_quickly(model_repo):
     assert proc.returncode == 0
     out = json.loads(proc.stdout)
     assert out["verdict"] == "passed" and out["models"] == []
-    report = json.loads((model_repo / ".edgegate/report.json").read_text())
+    report = json.loads((model_repo / ".edgegate-out/report.json").read_text())
     assert report["unchanged"] == ["models/digits.onnx"]
 
 
@@ -160,7 +160,7 @@ def test_model_inputs_not_matching_data_is_a_clear_error(model_repo, tmp_path):
     commit_all(model_repo, "bad data")
     proc = edgegate("run", "--base", "HEAD~1", "-q", cwd=model_repo)
     assert proc.returncode == 2
-    report = json.loads((model_repo / ".edgegate/report.json").read_text())
+    report = json.loads((model_repo / ".edgegate-out/report.json").read_text())
     err = report["models"][0]["error"]
     assert err["file"] == "data/calibration.npz" and "shape" in err["message"]
 
@@ -181,14 +181,14 @@ def test_models_with_one_file_name_in_two_folders_keep_their_own_artifacts(model
     proc = edgegate("run", "models/a/good.onnx", "models/b/good.onnx", "--baseline", "off",
                     "--no-cache", cwd=model_repo)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
-    report = json.loads((model_repo / ".edgegate/report.json").read_text())
+    report = json.loads((model_repo / ".edgegate-out/report.json").read_text())
     names = {m["path"]: m["name"] for m in report["models"]}
     assert names == {"models/a/good.onnx": "models-a-good", "models/b/good.onnx": "models-b-good"}
     paths = set()
     for m in report["models"]:
         art = m["results"][0]["artifact"]
         paths.add(art["path"])
-        data = (model_repo / ".edgegate" / art["path"]).read_bytes()
+        data = (model_repo / ".edgegate-out" / art["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == art["sha256"]
     assert len(paths) == 2
-    shutil.rmtree(model_repo / ".edgegate")
+    shutil.rmtree(model_repo / ".edgegate-out")

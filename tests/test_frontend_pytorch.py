@@ -91,7 +91,7 @@ def gated(torch_repo):
               "models/digits_pickled.pt"]
     proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", *models],
                           cwd=torch_repo, capture_output=True, text=True, timeout=600)
-    report_path = torch_repo / ".edgegate/report.json"
+    report_path = torch_repo / ".edgegate-out/report.json"
     assert report_path.is_file(), proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
     return proc, {m["path"]: m for m in report["models"]}

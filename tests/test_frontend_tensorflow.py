@@ -107,7 +107,7 @@ def keras_repo(tmp_path_factory, keras_digits):
 def gated(keras_repo):
     proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "--base", "HEAD~1"],
                           cwd=keras_repo, capture_output=True, text=True, timeout=600)
-    report_path = keras_repo / ".edgegate/report.json"
+    report_path = keras_repo / ".edgegate-out/report.json"
     assert report_path.is_file(), proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
     return proc, {m["path"]: m for m in report["models"]}

@@ -69,8 +69,8 @@ def loaded(repo: Path):
 
 def test_init_writes_a_config_policy_workflow_and_gitignore_that_load(tmp_path):
     repo = new_repo(tmp_path)
-    (repo / ".edgegate" / "artifacts").mkdir(parents=True)      # an earlier run's outputs
-    tiny_onnx(repo / ".edgegate" / "artifacts" / "old.onnx")
+    (repo / ".edgegate-out" / "artifacts").mkdir(parents=True)  # an earlier run's outputs
+    tiny_onnx(repo / ".edgegate-out" / "artifacts" / "old.onnx")
     proc = edgegate("init", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     for name in FILES:
@@ -79,7 +79,7 @@ def test_init_writes_a_config_policy_workflow_and_gitignore_that_load(tmp_path):
     assert "edgegate run models/tiny.onnx" in proc.stdout
 
     config, devices = loaded(repo)                # the project's own loader, policy found by it
-    (spec,) = config.config.models               # outputs under .edgegate/ are not models
+    (spec,) = config.config.models               # outputs under .edgegate-out/ are not models
     assert spec.path == "models/tiny.onnx"
     assert spec.calibration == "data/calibration.npz"
     assert spec.evaluation.data == "data/evaluation.npz"
@@ -103,10 +103,11 @@ def test_init_writes_a_config_policy_workflow_and_gitignore_that_load(tmp_path):
     assert not (workflow.get("on", workflow.get(True))["pull_request"] or {}).get("paths")
 
     gitignore = (repo / ".gitignore").read_text()
-    assert gitignore.startswith("build/\n") and ".edgegate/*\n!.edgegate/policy.yml\n" in gitignore
-    ignored = subprocess.run(["git", "check-ignore", ".edgegate/report.json", ".edgegate/policy.yml"],
+    assert gitignore.startswith("build/\n") and "\n/.edgegate-out/\n" in gitignore
+    ignored = subprocess.run(["git", "check-ignore", ".edgegate-out/report.json",
+                              ".edgegate/policy.yml"],
                              cwd=repo, capture_output=True, text=True).stdout.split()
-    assert ignored == [".edgegate/report.json"]      # outputs ignored, the policy committed
+    assert ignored == [".edgegate-out/report.json"]      # outputs ignored, the policy committed
 
 
 def test_a_second_init_overwrites_nothing_and_force_does(tmp_path):
@@ -262,7 +263,7 @@ def test_init_then_run_ends_with_a_verdict_without_editing_anything(tmp_path, di
     assert edgegate("init", cwd=repo).returncode == 0
     proc = edgegate("run", "models/classifier.onnx", "--no-cache", cwd=repo, timeout=900)
     assert proc.returncode in (0, 1), proc.stderr
-    report = json.loads((repo / ".edgegate" / "report.json").read_text())
+    report = json.loads((repo / ".edgegate-out" / "report.json").read_text())
     assert report["verdict"] in ("passed", "failed")
     (result,) = report["models"][0]["results"]
     assert result["device"] == "x86-cpu" and result["status"] in ("passed", "failed")

@@ -133,7 +133,7 @@ def test_report_and_comment_show_the_blame(outlier, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "models/outlier.onnx"],
                           cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     (result,) = report["models"][0]["results"]
     q = result["quantization"]
     assert q["search"]["met"] is True and q["search"]["budget"]["source"].startswith("policies/")
@@ -141,7 +141,7 @@ def test_report_and_comment_show_the_blame(outlier, tmp_path):
     assert [b["node"] for b in q["blame"][:2]] and {b["node"] for b in q["blame"][:2]} == {producer, consumer}
     assert abs(sum(q["precision_coverage"].values()) - 1) < 1e-3
     assert result["metrics"]["accuracy_drop_pp"] <= BUDGET_PP
-    comment = (repo / ".edgegate/comment.md").read_text()
+    comment = (repo / ".edgegate-out/comment.md").read_text()
     assert "Layer blame" in comment and "Precision coverage: INT8" in comment
     assert f"{producer.replace('/', '/')}" in comment and "kept in float" in comment
 

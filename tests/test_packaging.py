@@ -3,6 +3,7 @@ constraints.txt agrees with them, and every printed install command names `edgeg
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -128,3 +129,47 @@ def test_install_hints_name_edgegate_ci():
         assert "edgegate-ci" not in hint        # the extra does not bring it here
     else:
         assert hint == 'pip install "edgegate-ci[tflite]"'
+
+
+@pytest.mark.slow       # a pip install (PyPI, through pip's cache) and a whole gate: about 2 minutes
+def test_a_bare_venv_install_of_the_checkout_inits_and_gates_an_onnx_model(tmp_path):
+    """The bar of a new user's first hour: `pip install` of the checkout (no extras) into a fresh
+    venv, then `edgegate init` and `edgegate run` on a repository holding one ONNX model and its
+    data end with a verdict, no file edited by hand."""
+    import json
+
+    from conftest import git
+    from tinyrepo import tiny_onnx, write_data
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    pip = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet",
+                          "--disable-pip-version-check", "-c", str(ROOT / "constraints.txt"),
+                          str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    frameworks = subprocess.run([str(bin_dir / "python"), "-c",
+                                 "import importlib.util as u; print([m for m in ('torch', "
+                                 "'tensorflow') if u.find_spec(m)])"],
+                                capture_output=True, text=True, timeout=60)
+    assert frameworks.stdout.strip() == "[]"             # the base install, no extras pulled in
+
+    repo = tmp_path / "mine"
+    tiny_onnx(repo / "models" / "tiny.onnx")
+    write_data(repo)
+    git(repo, "init", "-q", "-b", "main")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    init = subprocess.run([str(bin_dir / "edgegate"), "init"], cwd=repo, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert init.returncode == 0, init.stdout + init.stderr
+    run = subprocess.run([str(bin_dir / "edgegate"), "run", "models/tiny.onnx", "--no-cache"],
+                         cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode in (0, 1), run.stdout + run.stderr          # a verdict, not an error
+    assert "config: edgegate.yml" in run.stderr
+    report = json.loads((repo / ".edgegate-out" / "report.json").read_text())
+    (model,) = report["models"]
+    (result,) = model["results"]
+    assert model["error"] is None and result["status"] in ("passed", "failed")
+    assert result["metrics"]["accuracy_drop_pp"] is not None         # the init'd labelled data used
+    assert result["metrics"]["latency_p50_ms_after"] is not None
+    assert report["verdict"] == result["status"]

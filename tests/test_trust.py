@@ -67,7 +67,7 @@ def _policy_repo(model_repo, allow: bool):
 def test_a_loosened_policy_is_flagged_and_fails(model_repo):
     _policy_repo(model_repo, allow=False)
     proc = edgegate("run", "--base", "HEAD~1", "--no-cache", cwd=model_repo)
-    report = load(model_repo / ".edgegate/report.json")
+    report = load(model_repo / ".edgegate-out/report.json")
     changes = {c["limit"]: c for c in report["policy_changes"]}
     assert changes["max_accuracy_drop_pp"]["old"] == 1.0 and changes["max_accuracy_drop_pp"]["new"] == 5.0
     assert changes["max_accuracy_drop_pp"]["change"] == "loosened" and not changes["max_accuracy_drop_pp"]["allowed"]
@@ -75,7 +75,7 @@ def test_a_loosened_policy_is_flagged_and_fails(model_repo):
     assert changes["min_speedup"]["change"] == "tightened" and changes["min_speedup"]["allowed"]
     assert report["models"] == [] and report["verdict"] == "failed"
     assert proc.returncode == 1, proc.stderr
-    comment = (model_repo / ".edgegate/comment.md").read_text()
+    comment = (model_repo / ".edgegate-out/comment.md").read_text()
     assert "loosens policy limits" in comment and "`max_accuracy_drop_pp`: 1.0 → 5.0" in comment
     # the base commit's limits are the ones applied
     assert any(f.endswith("@" + report["commits"]["base"][:7]) for f in report["policy_files"])
@@ -84,7 +84,7 @@ def test_a_loosened_policy_is_flagged_and_fails(model_repo):
 def test_a_loosened_policy_passes_when_the_base_commit_allows_it(model_repo):
     _policy_repo(model_repo, allow=True)
     proc = edgegate("run", "--base", "HEAD~1", "--no-cache", cwd=model_repo)
-    report = load(model_repo / ".edgegate/report.json")
+    report = load(model_repo / ".edgegate-out/report.json")
     assert [c["allowed"] for c in report["policy_changes"]] == [True, True]
     assert report["verdict"] == "passed" and proc.returncode == 0, proc.stderr
     assert "policy.yml" in report["policy_files"]
@@ -97,7 +97,7 @@ def test_a_failing_speed_limit_is_confirmed_by_a_second_timing(model_repo):
     commit_all(model_repo, "a speed limit no model meets")
     proc = edgegate("run", "models/digits.onnx", "--no-cache", cwd=model_repo)
     assert proc.returncode == 1, proc.stderr
-    result = load(model_repo / ".edgegate/report.json")["models"][0]["results"][0]
+    result = load(model_repo / ".edgegate-out/report.json")["models"][0]["results"][0]
     assert [v["limit"] for v in result["violations"]] == ["min_speedup"]
     sc = result["measurement"]["speed_confirmation"]
     assert sc["decided_on"] == "both measurements pooled"
@@ -108,7 +108,7 @@ def test_a_failing_speed_limit_is_confirmed_by_a_second_timing(model_repo):
     lo_pooled, hi_pooled = m["speedup_ci95"]
     assert lo_pooled <= m["speedup"] <= hi_pooled
     assert m["latency_runs"] == sc["first"]["runs"] + sc["second"]["runs"]      # pooled rounds
-    comment = (model_repo / ".edgegate/comment.md").read_text()
+    comment = (model_repo / ".edgegate-out/comment.md").read_text()
     assert "a second independent timing was taken" in comment and "decided on both pooled" in comment
 
 
@@ -130,7 +130,7 @@ def test_two_commits_regression_delta_and_cache_hit(model_repo, tmp_path):
     head = commit_all(model_repo, "retrain digits")
     proc = edgegate("run", "--base", "HEAD~1", "--cache-dir", str(cache), cwd=model_repo)
     assert proc.returncode in (0, 1), proc.stderr
-    report = load(model_repo / ".edgegate/report.json")
+    report = load(model_repo / ".edgegate-out/report.json")
     assert report["commits"] == {"base": base, "head": head}
     (model,) = report["models"]
     assert model["path"] == "models/digits.onnx" and model["change"] == "modified"
@@ -158,9 +158,9 @@ def test_two_commits_regression_delta_and_cache_hit(model_repo, tmp_path):
     (cr,) = carried["results"]
     assert cr["cache"]["hit"] is True and cr["metrics"] == next(
         m for m in main["models"] if m["path"] == "models/other.onnx")["results"][0]["metrics"]
-    assert (model_repo / ".edgegate" / cr["artifact"]["path"]).is_file()
+    assert (model_repo / ".edgegate-out" / cr["artifact"]["path"]).is_file()
     assert "other: loading" not in proc.stderr and "other → x86-cpu: cache hit" in proc.stderr
-    comment = (model_repo / ".edgegate/comment.md").read_text()
+    comment = (model_repo / ".edgegate-out/comment.md").read_text()
     assert f"**vs base** `{base[:7]}`" in comment and "carried forward from the cache" in comment
     # the same pull request again: everything comes from the cache, nothing is compiled
     again = edgegate("run", "--base", "HEAD~1", "--cache-dir", str(cache), "--out", "again",

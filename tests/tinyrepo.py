@@ -54,7 +54,7 @@ def tiny_repo(root: Path, drop: float = 1.0) -> Path:
     write_data(repo)
     (repo / "edgegate.yml").write_text(TINY_CONFIG)
     (repo / "policy.yml").write_text(TINY_POLICY.format(drop=drop))
-    (repo / ".gitignore").write_text(".edgegate/\n")
+    (repo / ".gitignore").write_text(".edgegate-out/\n")
     git(repo, "init", "-q", "-b", "main")
     commit_all(repo, "first")
     return repo

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from edgegate import __version__
+from edgegate.config.files import OUT_DIR
 from edgegate.errors import ConfigError, EdgeGateError
 from edgegate.logsafe import CommandPause, log_text
 
@@ -19,7 +20,12 @@ EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
 def _fail(exc: EdgeGateError) -> None:
-    click.echo(log_text(f"edgegate: {exc.full}"), err=True)
+    """The one way an error reaches the terminal: per problem ``file:line: field: what, got X``
+    then ``Fix: ...`` (edgegate.errors.EdgeGateError.terminal; the Action prints the same)."""
+    text = exc.terminal
+    if not exc.where:
+        text = f"edgegate: {text}"
+    click.echo(log_text(text), err=True)
     sys.exit(exc.exit_code)
 
 
@@ -35,15 +41,27 @@ def cli() -> None:
     """
 
 
+CONFIG_HELP = "configuration file (default: the edgegate.yml of this folder or the first folder above it, up to the git root)"
+OUT_HELP = "output folder (default: .edgegate-out/ at the repository root)"
+
+
 @cli.command()
 @click.argument("models", nargs=-1)
-@click.option("--config", "config_path", default="edgegate.yml", show_default=True,
-              help="configuration file (relative paths inside it are relative to its folder)")
+@click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--base", help="base commit (default: merge-base with the default branch)")
 @click.option("--head", help="head commit (default: HEAD; must be checked out)")
 @click.option("--device", "devices", multiple=True, help="gate only on this device (repeatable)")
 @click.option("--policy", help="a policy file applied on top of the configured ones")
-@click.option("--out", "out_dir", default=".edgegate", show_default=True, help="output folder")
+@click.option("--out", "out_dir", help=OUT_HELP)
+@click.option("--calibration", type=click.Path(), help="MODELs' calibration data: .npz/.npy or a "
+              "folder of images (replaces edgegate.yml's; no edgegate.yml needed)")
+@click.option("--evaluation", type=click.Path(), help="MODELs' evaluation data: .npz with the input "
+              "arrays and a 'labels' array, or an image folder with one subfolder per class")
+@click.option("--labels", help="name of the labels array in --evaluation (default: labels)")
+@click.option("--metric", help="metric on --evaluation: top1 (default), top5, mse, fidelity or "
+                               "module:function")
+@click.option("--synthetic", is_flag=True, help="calibrate MODELs on random inputs: a first try "
+              "only (no accuracy, calibration not representative)")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
 @click.option("--keep-work", is_flag=True, help="keep intermediate files under OUT/.work")
@@ -58,16 +76,23 @@ def cli() -> None:
               help="also write JUnit XML here: one testcase per model x device x limit")
 @click.option("--sarif", "sarif_path", type=click.Path(dir_okay=False),
               help="also write SARIF 2.1.0 here: one result per violation (policy file:line, model)")
-def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_json, keep_work,
-        only, cache_dir, no_cache, baseline_mode, junit_path, sarif_path) -> None:
+def run(models, config_path, base, head, devices, policy, out_dir, calibration, evaluation, labels,
+        metric, synthetic, quiet, as_json, keep_work, only, cache_dir, no_cache, baseline_mode,
+        junit_path, sarif_path) -> None:
     """Gate MODELs, or the configured models changed between --base and --head."""
+    from edgegate.cli import resolve
     from edgegate.progress import make_progress
     from edgegate.run import RunOptions, run_gate
 
     progress = make_progress(quiet or as_json)
-    out = Path(out_dir)
+    say = None if quiet or as_json else (lambda text: click.echo(log_text(text), err=True))
     try:
-        loaded = _load(config_path, models)
+        out = resolve.out_folder(out_dir, resolve.default_root(resolve.config_file(config_path)))
+    except EdgeGateError:
+        out = Path(out_dir or OUT_DIR)
+    try:
+        loaded = resolve.load(config_path, models, say)
+        loaded = resolve.with_data(loaded, models, calibration, evaluation, labels, metric, synthetic)
     except EdgeGateError as exc:          # edgegate.yml refused: the report still says why
         from edgegate.run import write_error_report
 
@@ -77,13 +102,15 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
             pass
         _fail(exc)
         return
+    if synthetic and say is not None:
+        say(f"note: {resolve.SYNTHETIC_NOTE}")
     try:
         if head:
             from edgegate.discover.git import Git
 
             git = Git(loaded.root)
             if git.is_repo() and git.rev(head) != git.rev("HEAD"):
-                raise ConfigError(f"--head {head} is not the checked-out commit", value=head,
+                raise ConfigError(f"--head {head} is not the checked-out commit",
                                   fix=f"git checkout {head} first, or leave --head out")
         report = run_gate(loaded, RunOptions(models=list(models), base=base, head=head,
                                              devices=list(devices) or None, policy=policy,
@@ -95,6 +122,9 @@ def run(models, config_path, base, head, devices, policy, out_dir, quiet, as_jso
         _fail(exc)
         return
     _print_result(report, out, as_json)
+    if synthetic and not as_json:
+        click.echo("note: synthetic data: no accuracy was measured and the calibration is not "
+                   "representative of real inputs")
     sys.exit(report.exit_code)
 
 
@@ -116,23 +146,15 @@ def _write_junit(report, junit_path: str | None, sarif_path: str | None = None) 
                              fix=f"pass a writable path to {option}") from None
 
 
-def _load(config_path: str, models=()):
-    from edgegate.config.load import LoadedConfig, load_config
-    from edgegate.config.schema import Config
-    from edgegate.config.yamlfile import Sourced
+def _load(config_path: str | None, models=()):
+    from edgegate.cli.resolve import load
 
-    cfg = Path(config_path)
-    if cfg.is_file():
-        return load_config(cfg)
-    if models and config_path == "edgegate.yml":
-        return LoadedConfig(Config(version=1), Sourced(None, "(defaults)"), Path.cwd())
-    raise ConfigError("configuration file not found", file=config_path,
-                      fix="create edgegate.yml (edgegate init writes one; docs/configuration.md) or name models on the command line")
+    return load(config_path, models)
 
 
 @cli.command()
 @click.argument("models", nargs=-1)
-@click.option("--config", "config_path", default="edgegate.yml", show_default=True)
+@click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--base", help="base commit (default: merge-base with the default branch)")
 @click.option("--head", help="head commit (default: HEAD)")
 @click.option("--device", "devices", multiple=True, help="only this device (repeatable)")
@@ -161,7 +183,7 @@ def plan(models, config_path, base, head, devices, policy, github_output) -> Non
 
 @cli.command()
 @click.argument("partials", nargs=-1, required=True, metavar="DIR_OR_REPORT...")
-@click.option("--out", "out_dir", default=".edgegate", show_default=True, help="output folder")
+@click.option("--out", "out_dir", default=OUT_DIR, show_default=True, help="output folder")
 @click.option("--config", "config_path", default="edgegate.yml", show_default=True,
               help="orders each model's devices as a single run would (optional)")
 @click.option("--json", "as_json", is_flag=True)
@@ -200,7 +222,7 @@ def merge(partials, out_dir, config_path, as_json, junit_path, sarif_path) -> No
 
 @cli.command()
 @click.argument("partial", metavar="DIR_OR_REPORT")
-@click.option("--config", "config_path", default="edgegate.yml", show_default=True)
+@click.option("--config", "config_path", help=CONFIG_HELP)
 @click.option("--only", "only", multiple=True, metavar="MODEL@DEVICE", help="measure only these")
 @click.option("--policy", help="a policy file applied on top of the configured ones")
 @click.option("--out", "out_dir", default=".edgegate-measured", show_default=True)
@@ -242,7 +264,7 @@ def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as
 
 
 def _print_result(report, out: Path, as_json: bool) -> None:
-    from edgegate.cli.table import verdict_table
+    from edgegate.cli.table import run_errors, verdict_table
 
     if as_json:
         click.echo(json.dumps({"verdict": report.verdict, "exit_code": report.exit_code,
@@ -252,9 +274,13 @@ def _print_result(report, out: Path, as_json: bool) -> None:
                                "models": [{"path": m.path, "status": m.status,
                                            "results": [{"device": r.device, "status": r.status}
                                                        for r in m.results]}
-                                          for m in report.models]}, indent=2))
+                                          for m in report.models],
+                               "errors": [{"message": e.message, "fix": e.fix} for e in report.errors]},
+                              indent=2))
         return
     click.echo(log_text(verdict_table(report)))
+    if report.errors:
+        click.echo(log_text(run_errors(report)), err=True)
     click.echo(f"\nverdict: {report.verdict.upper()}")
     click.echo(log_text(f"report:  {out / 'report.json'}"))
     click.echo(log_text(f"comment: {out / 'comment.md'}"))
@@ -275,7 +301,7 @@ def _print_result(report, out: Path, as_json: bool) -> None:
               help="also write SARIF 2.1.0 here: one result per violation (policy file:line, model)")
 def check(report_path, policy, out_path, as_json, junit_path, sarif_path) -> None:
     """Re-check a report against policies without recomputing anything."""
-    from edgegate.cli.table import verdict_table
+    from edgegate.cli.table import run_errors, verdict_table
     from edgegate.config.load import builtin_profiles, load_policy, resolve_devices
     from edgegate.policy.check import check_report
     from edgegate.report.model import read_report, write_report
@@ -294,6 +320,8 @@ def check(report_path, policy, out_path, as_json, junit_path, sarif_path) -> Non
         click.echo(json.dumps({"verdict": rechecked.verdict, "exit_code": rechecked.exit_code}))
     else:
         click.echo(log_text(verdict_table(rechecked)))
+        if rechecked.errors:
+            click.echo(log_text(run_errors(rechecked)), err=True)
         click.echo(f"\nverdict: {rechecked.verdict.upper()}")
     sys.exit(rechecked.exit_code)
 
@@ -378,7 +406,7 @@ def schema(out_dir) -> None:
 
 
 @cli.command()
-@click.argument("out_dir", default=".edgegate", required=False)
+@click.argument("out_dir", default=OUT_DIR, required=False)
 @click.option("--tag", required=True, help="release tag (created as a draft release if missing)")
 @click.option("--repo", envvar="GITHUB_REPOSITORY", required=True, help="owner/name [$GITHUB_REPOSITORY]")
 @click.option("--api-url", envvar="GITHUB_API_URL", default="https://api.github.com", show_default=True,
@@ -387,7 +415,7 @@ def schema(out_dir) -> None:
               help="name of the environment variable holding the token (never pass a token as an argument)")
 @click.option("--dry-run", is_flag=True, help="list the assets and write SHA256SUMS/manifest.json only")
 def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
-    """Upload a run's artifacts (OUT_DIR, default .edgegate) as release assets of TAG.
+    """Upload a run's artifacts (OUT_DIR, default .edgegate-out) as release assets of TAG.
 
     Names are <model>-<device>-<precision>.<ext>, plus SHA256SUMS and manifest.json. The release is
     created as a draft, filled, then published; re-running replaces assets of the same name."""

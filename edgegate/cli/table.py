@@ -39,7 +39,12 @@ def verdict_table(report: Report) -> str:
     problems = []
     for model in report.models:
         if model.error is not None:
-            problems.append(f"  {model.path}: {model.error.message}")
+            message = model.error.message          # the path once, even when the error names it
+            if not message.startswith(f"{model.path}:"):
+                message = f"{model.path}: {message}"
+            problems.append(f"  {message}")
+            if model.error.fix:
+                problems.append(f"    Fix: {model.error.fix}")
         for r in model.results:
             for v in r.violations:
                 problems.append(f"  {model.name} on {r.device}: {v.limit} {v.threshold:g} but measured "
@@ -50,8 +55,19 @@ def verdict_table(report: Report) -> str:
                                 + base_status(r)[1].replace("`", ""))
             if r.status in ("error", "skipped") and r.reason:
                 problems.append(f"  {model.name} on {r.device}: {r.status}: {r.reason}")
-    for e in report.errors:
-        problems.append(f"  {e.message}")
+                if r.error is not None and r.error.fix:
+                    problems.append(f"    Fix: {r.error.fix}")
     if problems:
         out += "\n\n" + "\n".join(problems)
     return out
+
+
+def run_errors(report) -> str:
+    """The run-level errors (edgegate.yml, git, devices): the same two lines per problem as every
+    other error, ``file:line: field: what, got X`` then ``Fix:``, for stderr."""
+    lines = []
+    for e in report.errors:
+        lines.append(e.message)
+        if e.fix:
+            lines.append(f"Fix: {e.fix}")
+    return "\n".join(lines)

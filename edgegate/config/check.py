@@ -17,8 +17,18 @@ GLOB_CHARS = "*?["
 
 
 def _did_you_mean(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
-    return f"did you mean '{close[0]}'? " if close else ""
+    """The closest choice (difflib), else the one choice that holds the value's characters in
+    order (an abbreviation: 'rpi4' -> 'raspberry-pi-4'); nothing when that is ambiguous."""
+    choices = list(choices)
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+    if not close:
+        close = [c for c in choices if _abbreviates(value.lower(), c.lower())]
+    return f"did you mean '{close[0]}'? " if len(close) == 1 else ""
+
+
+def _abbreviates(short: str, long: str) -> bool:
+    rest = iter(long)
+    return len(short) >= 3 and all(ch in rest for ch in short)
 
 
 def check_devices(loaded: LoadedConfig, known: Iterable[str], requested: list[str] | None = None) -> None:
@@ -40,8 +50,8 @@ def check_devices(loaded: LoadedConfig, known: Iterable[str], requested: list[st
                               fix=_did_you_mean(device, known) + valid)
     for device in requested or []:
         if device not in known:
-            raise ConfigError(f"unknown device '{device}' (from --device or the Action's 'devices' "
-                              "input)", field="--device", value=device,
+            raise ConfigError(f"unknown device '{device}' (given on the command line or in the "
+                              "Action's 'devices' input)", field="--device",
                               fix=_did_you_mean(device, known) + valid)
 
 

@@ -27,73 +27,170 @@ def _validate(model: type[M], doc: Sourced) -> M:
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        problems = _problems(model, doc, exc.errors())
+        raise ConfigError(problems[0].what, file=problems[0].file, line=problems[0].line,
+                          field=problems[0].field, value=problems[0].value, fix=problems[0].fix,
+                          more=tuple(problems[1:])) from None
+
+
+def _problems(model: type[BaseModel], doc: Sourced, errors: list[dict]) -> list[ConfigError]:
+    """pydantic's errors as one ConfigError per field: union branches folded into one 'expected a
+    string or a mapping', 'Value error, ' and 'Input should be' unwrapped, each with its line."""
+    walked = [(_walk(model, tuple(err["loc"])), err) for err in errors]
+    # a union ('str | CalibrationSpec'): when the value was the mapping and failed inside it, the
+    # other branches' "expected a string" is noise: keep the errors from inside
+    deeper = {clean[:u] for (clean, _, unions), _ in walked for u in unions if len(clean) > u}
+    grouped: dict[tuple, list[dict]] = {}
+    for (clean, _, _), err in walked:
+        if clean not in deeper:
+            grouped.setdefault(clean, []).append(err)
+    out = []
+    for loc, errs in grouped.items():
+        first = errs[0]
         field_name = ".".join(str(p) for p in loc) or "(top level)"
-        more = f" ({len(exc.errors()) - 1} more problem(s) after this one)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(_explain(err) + more, file=doc.file, line=doc.line_of(loc),
-                          field=field_name, value=err.get("input") if err["type"] != "missing" else None,
-                          fix=_fix(err, model, loc)) from None
+        kinds = {e["type"] for e in errs}
+        value = None if kinds & {"missing", "extra_forbidden"} else first.get("input")
+        if isinstance(value, (dict, list)):
+            value = type(value).__name__ if len(repr(value)) > 80 else value
+        out.append(ConfigError(_explain(errs, loc), file=doc.file, line=doc.line_of(loc),
+                               field=field_name, value=value, fix=_fix(errs, model, loc)))
+    return sorted(out, key=lambda e: e.line or 0)
 
 
-_UNION_TAGS = {"str", "CalibrationSpec", "list[int]", "int", "function-after[_known_metric(), str]"}
-
-
-def _explain(err: dict) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    return err["msg"]
-
-
-def _fix(err: dict, model: type[BaseModel], loc: tuple) -> str:
-    if err["type"] == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        if parent is not None:
-            return "allowed keys here: " + ", ".join(parent.model_fields)
-        return "remove the key"
-    if err["type"] == "literal_error":
-        return "use one of the allowed values above"
-    if err["type"] == "missing":
-        return f"add '{loc[-1]}'"
-    return "see the JSON schema in schemas/ or docs/configuration.md"
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[tuple, Any, tuple[int, ...]]:
+    """Walk ``loc`` through the schema: (loc without pydantic's union-branch tags such as 'str' or
+    'CalibrationSpec', the annotation reached, the lengths of the cleaned loc at each union tag).
+    A dict key (a device id in a policy) is never taken for a tag."""
+    import types
     import typing
 
     current: Any = model
+    out: list = []
+    unions: list[int] = []
     for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        info = current.model_fields.get(str(part))
-        if info is None:
-            if current is PolicyFile or current is Config:
-                return None
-            return None
-        current = _unwrap(info.annotation)
-        if typing.get_origin(current) is dict and current is not None:
-            current = _unwrap(typing.get_args(current)[1])
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+        tp = current
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            if len(args) > 1:
+                tagged = [a for a in args if getattr(a, "__name__", None) == part or str(a) == part]
+                if tagged or not isinstance(part, str) or part not in _fields_of(args):
+                    unions.append(len(out))
+                    current = tagged[0] if tagged else Any
+                    continue
+                tp = next(a for a in args if isinstance(a, type) and issubclass(a, BaseModel))
+            else:
+                tp = args[0]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        out.append(part)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            current = info.annotation if info is not None else Any
+        elif origin is dict and args:
+            current = args[-1]
+        elif origin in (list, tuple) and args:
+            current = args[0]
+        else:
+            current = Any
+    return tuple(out), current, tuple(unions)
 
 
-def _unwrap(tp: Any) -> Any:
+def _fields_of(types_: list) -> set[str]:
+    return {f for t in types_ if isinstance(t, type) and issubclass(t, BaseModel) for f in t.model_fields}
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The schema model a (cleaned) loc points into: the mapping whose keys are allowed there."""
+    import types
     import typing
 
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    origin = typing.get_origin(tp)
-    if origin in (list, tuple) and args:
-        return _unwrap(args[0])
-    if origin is dict:
-        return tp
-    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-    if models:
-        return models[0]
-    return tp
+    _, tp, _ = _walk(model, tuple(loc))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next((a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)),
+                  None)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+_EXPECTED = {"string_type": "a string", "model_type": "a mapping", "dict_type": "a mapping",
+             "model_attributes_type": "a mapping", "int_type": "an integer",
+             "int_parsing": "an integer", "int_from_float": "an integer", "float_type": "a number",
+             "float_parsing": "a number", "bool_type": "true or false",
+             "bool_parsing": "true or false", "list_type": "a list", "tuple_type": "a list",
+             "literal_error": None}
+
+
+def _explain(errs: list[dict], loc: tuple) -> str:
+    kinds = [e["type"] for e in errs]
+    if "extra_forbidden" in kinds:
+        return f"unknown key '{loc[-1]}'" if loc else "unknown key"
+    if "missing" in kinds:
+        return "required key is missing"
+    if len(errs) > 1 and all(k in _EXPECTED for k in kinds):
+        wanted = []
+        for e in errs:
+            text = _EXPECTED[e["type"]] or _should(e["msg"])
+            if text not in wanted:
+                wanted.append(text)
+        return "expected " + " or ".join(wanted)
+    err = errs[0]
+    if err["type"] in _EXPECTED and _EXPECTED[err["type"]]:
+        return "expected " + _EXPECTED[err["type"]]
+    return _should(err["msg"])
+
+
+def _should(msg: str) -> str:
+    """pydantic's wording without its prefixes: 'Value error, x' -> 'x', 'Input should be x' ->
+    'must be x'."""
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if msg.startswith("Input should be "):
+        msg = "must be " + msg.removeprefix("Input should be ")
+    return msg
+
+
+def _fix(errs: list[dict], model: type[BaseModel], loc: tuple) -> str:
+    import difflib
+
+    err = errs[0]
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        if parent is not None:
+            allowed = list(parent.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            return hint + "allowed keys here: " + ", ".join(allowed)
+        return "remove the key"
+    if err["type"] == "missing":
+        return f"add '{loc[-1]}'"
+    choices = _choices(model, loc)
+    if choices and isinstance(err.get("input"), str):
+        close = difflib.get_close_matches(err["input"], choices, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return hint + "use one of: " + ", ".join(choices)
+    page = "docs/policies.md" if model is PolicyFile else "docs/configuration.md"
+    what = _explain(errs, loc)
+    if what.startswith("expected "):
+        return f"write '{loc[-1]}' as {what.removeprefix('expected ')} ({page})" if loc else page
+    return f"correct '{loc[-1]}' ({page})" if loc else f"see {page}"
+
+
+def _choices(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The allowed values of a Literal field, or the metric names, for a did-you-mean."""
+    import typing
+
+    from edgegate.config.schema import METRICS
+
+    if not loc:
+        return []
+    if loc[-1] == "metric":
+        return [*METRICS, "module:function"]
+    parent = _model_at(model, loc[:-1])
+    info = parent.model_fields.get(str(loc[-1])) if parent is not None else None
+    if info is None:
+        return []
+    tp = info.annotation
+    for arg in (tp, *typing.get_args(tp)):
+        if typing.get_origin(arg) is typing.Literal:
+            return [str(v) for v in typing.get_args(arg)]
+    return []
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,10 @@ def _display(root: Path, path: Path) -> str:
 
 
 def _read(spec: CalibrationSpec | EvaluationSpec, inputs: list[TensorSpec], root: Path,
-          role: str, labels_name: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None, str, int]:
+          role: str, labels_name: str | None, others: list[str] | None = None
+          ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str, int]:
+    """``others`` (if given) receives the names of the file's arrays that are neither an input nor
+    the labels: the did-you-mean of a labels array saved under another name."""
     assert spec.data is not None
     # the path guard: inside the repository, links followed; an image folder's every entry too
     path = safe_path(root, spec.data, what=f"{role} data path", field=f"{role}.data",
@@ -101,6 +104,8 @@ def _read(spec: CalibrationSpec | EvaluationSpec, inputs: list[TensorSpec], root
     if len(counts) != 1:
         raise InputError(f"arrays have different sample counts {sorted(counts)}", file=display,
                          fix="give every array (and the labels) the same first dimension")
+    if others is not None:
+        others.extend(a for a in arrays if a not in {i.name for i in inputs})
     return {i.name: arrays[i.name] for i in inputs}, labels, display, counts.pop()
 
 
@@ -185,11 +190,17 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
 
     if evaluation is not None and evaluation.data:
         labels_name = evaluation.labels if evaluation.metric != "fidelity" else None
-        arrays, labels, display, total = _read(evaluation, inputs, root, "evaluation", labels_name)
+        others: list[str] = []
+        arrays, labels, display, total = _read(evaluation, inputs, root, "evaluation", labels_name,
+                                               others)
         if evaluation.metric in ("top1", "top5", "mse") and labels is None:
+            hint = (f"set evaluation.labels: {others[0]} (the file's other array"
+                    f"{'s: ' + ', '.join(others) if len(others) > 1 else ''}), "
+                    if others else "set evaluation.labels to the labels array's name, ")
             raise InputError(f"metric '{evaluation.metric}' needs labels, but there is no "
                              f"'{evaluation.labels}' array", file=display,
-                             fix="add the labels array, set evaluation.labels, or use metric: fidelity")
+                             field="evaluation.labels",
+                             fix=hint + "add a 'labels' array, or use metric: fidelity (no labels)")
         if labels is not None:
             _check_labels(labels, evaluation.metric, evaluation.labels, display)
         arrays, squeeze = _conform(arrays, inputs, display)
@@ -203,7 +214,7 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
         calib_ds = Dataset(arrays, None, {"source": "synthetic", "path": None, "total": n,
                                           "seed": calib.seed, "method": calib.method})
         calib_ds.squeeze = {i.name: False for i in inputs}
-        warnings.append("calibrated on synthetic random data (asked for in edgegate.yml): the "
+        warnings.append("calibrated on synthetic random data (synthetic: true, or --synthetic): the "
                         "quantization ranges do not reflect real inputs, so accuracy numbers mean little")
     elif calib is not None and calib.data:
         arrays, _, display, total = _read(calib, inputs, root, "calibration", None)
@@ -229,7 +240,8 @@ def prepare_data(spec: ModelSpec, inputs: list[TensorSpec], root: Path) -> Model
         raise ConfigError("the model has no calibration data", field="calibration",
                           fix="set 'calibration: data/calibration.npz' (arrays named after the "
                               "inputs) or an 'evaluation' set to draw from; 'calibration: "
-                              "{synthetic: true}' calibrates on random data")
+                              "{synthetic: true}' calibrates on random data (on the command line: "
+                              "--calibration FILE, --evaluation FILE or --synthetic)")
 
     calib_ds = _sample(calib_ds, calib.samples if calib else None,
                        calib.seed if calib else 0)

@@ -50,9 +50,14 @@ class Git:
     def rev(self, ref: str) -> str:
         out = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False).strip()
         if not out:
+            if not self.is_repo():
+                raise ConfigError("not inside a git repository, so there are no commits to compare",
+                                  fix="run in your repository's checkout (new one: git init && git add "
+                                      "-A && git commit -m first), or name the model files: "
+                                      "edgegate run path/to/model.onnx")
             shallow = " (this clone is shallow)" if self.is_shallow() else ""
             raise ConfigError(f"git reference '{ref}' does not name a commit in this clone{shallow}",
-                              value=ref, fix=MISSING_COMMIT_FIX)
+                              fix=MISSING_COMMIT_FIX)
         return out
 
     def has_commit(self, ref: str) -> bool:

@@ -19,8 +19,8 @@ from edgegate.config.yamlfile import Sourced
 from edgegate.discover.git import Git
 from edgegate.errors import EdgeGateError, InputError, InternalError
 from edgegate.init.found import FoundModel, choose_data, find_models, read_data_files, repo_files
-from edgegate.init.texts import (CONFIG, GITIGNORE_LINES, POLICY, WORKFLOW, config_text, policy_text,
-                                 workflow_text)
+from edgegate.init.texts import (CONFIG, GITIGNORE_LINES, OUT_DIR, POLICY, WORKFLOW, config_text,
+                                 policy_text, workflow_text)
 
 __all__ = ["InitResult", "init_repo"]
 
@@ -96,8 +96,7 @@ def _append_gitignore(path: Path) -> list[str]:
     present = {line.strip() for line in text.splitlines()}
     missing = [line for line in GITIGNORE_LINES if line not in present]
     if missing:
-        block = ("# EdgeGate run outputs (report, artifacts, cache); the policy beside them is "
-                 "committed\n" + "".join(line + "\n" for line in missing))
+        block = (f"# EdgeGate run outputs (report, artifacts, cache); {POLICY} is committed\n" + "".join(line + "\n" for line in missing))
         end = "" if not text or text.endswith("\n") else "\n"
         gap = "\n" if text.strip() else ""
         with path.open("a", encoding="utf-8") as fh:
@@ -111,12 +110,12 @@ def _notes(result: InitResult, git: Git | None) -> list[str]:
         notes.append("not a git repository: 'edgegate run' without MODEL gates the models changed "
                      "between two commits, and the workflow needs one; run 'git init'")
     else:
-        ignored = git.run("check-ignore", "--no-index", POLICY, ".edgegate/report.json",
+        ignored = git.run("check-ignore", "--no-index", POLICY, f"{OUT_DIR}/report.json",
                           check=False).split()
         if POLICY in ignored:
-            notes.append(f".gitignore ignores {POLICY}, which is meant to be committed: replace an "
-                         f"entry that ignores the whole .edgegate/ folder with the lines "
-                         + " and ".join(GITIGNORE_LINES))
+            notes.append(f".gitignore ignores {POLICY}, which is meant to be committed: remove the "
+                         f"entry that ignores the {POLICY.split('/')[0]}/ folder (the run outputs "
+                         f"go to {OUT_DIR}/, ignored by the line " + " ".join(GITIGNORE_LINES) + ")")
     if not result.models:
         notes.append("no model files found: add entries to edgegate.yml by hand")
     for model in result.models:

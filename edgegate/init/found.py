@@ -58,7 +58,7 @@ def _skipped_dir(name: str) -> bool:
 def repo_files(root: Path, git: Git | None) -> list[str]:
     """Files under root (relative, POSIX): git's tracked and untracked-but-not-ignored files in a
     repository, else a walk that skips hidden folders, virtualenvs and node_modules. Hidden
-    folders (the run outputs in .edgegate/ among them) are never searched."""
+    folders (the run outputs in .edgegate-out/ among them) are never searched."""
     if git is not None and git.is_repo():
         paths = git.worktree_files()
         return sorted(p for p in paths if not any(_skipped_dir(part) for part in p.split("/")[:-1])

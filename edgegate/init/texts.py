@@ -15,12 +15,11 @@ from edgegate.config.policy_schema import FIDELITY_LIMITS, LIMITS
 from edgegate.data.sources import TensorSpec
 from edgegate.init.found import DataChoice, FoundModel
 
-CONFIG = "edgegate.yml"
-POLICY = ".edgegate/policy.yml"
+from edgegate.config.files import CONFIG, OUT_DIR, POLICY
+
 WORKFLOW = ".github/workflows/edgegate.yml"
-OUT_DIR = ".edgegate"                     # `edgegate run --out` and the Action's `out` default
-# Run outputs (report, artifacts, cache, bundle) are ignored; the policy beside them is committed.
-GITIGNORE_LINES = (f"{OUT_DIR}/*", f"!{POLICY}")
+# Run outputs (report, artifacts, cache, bundle) are ignored; the policy in .edgegate/ is committed.
+GITIGNORE_LINES = (f"/{OUT_DIR}/",)
 EXTRA_OF = {"pytorch": "pytorch", "tensorflow": "tensorflow"}
 
 

@@ -69,7 +69,7 @@ def test_a_policy_path_out_of_the_repository_is_refused_and_the_report_written(t
     os.symlink(outside, repo / "link.yml")
     proc = edgegate("run", "--base", "HEAD~1", cwd=repo)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     (error,) = report["errors"]
     assert error["kind"] == "unsafe-input" and "outside the repository" in error["message"]
     assert error["file"] == "edgegate.yml" and error["line"] == 2 and error["fix"]
@@ -82,7 +82,7 @@ def test_a_cache_dir_out_of_the_repository_is_refused(tmp_path):
     before = hostile.snapshot(tmp_path, skip=repo)
     proc = edgegate("run", "--base", "HEAD~1", cwd=repo)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     assert "cache.dir leads outside the repository" in report["errors"][0]["message"]
     assert hostile.snapshot(tmp_path, skip=repo) == before
 
@@ -101,9 +101,9 @@ def test_thousands_of_changed_files_and_a_glob_matching_thousands(tmp_path):
     commit_all(repo, "5,000 files")
     proc = edgegate("run", "--base", "HEAD~1", "--quiet", cwd=repo, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     assert len(report["models"]) == 2000
     assert all(m["status"] == "error" and m["error"]["kind"] == "input" for m in report["models"])
-    comment = (repo / ".edgegate/comment.md").read_text()
+    comment = (repo / ".edgegate-out/comment.md").read_text()
     assert len(comment) <= 65536
-    assert not (repo / ".edgegate/.work").exists()
+    assert not (repo / ".edgegate-out/.work").exists()

@@ -192,7 +192,7 @@ def hostile_run(tmp_path_factory, digits_onnx_cached):
     proc = subprocess.run([sys.executable, "-m", "edgegate.cli.main", "run", "--base", "HEAD~1",
                            "--no-cache"], cwd=repo, capture_output=True, text=True, timeout=900)
     after = hostile.snapshot(root, skip=repo)
-    report_path = repo / ".edgegate/report.json"
+    report_path = repo / ".edgegate-out/report.json"
     assert report_path.is_file(), proc.stderr[-4000:]
     report = json.loads(report_path.read_text())
     return dict(proc=proc, report=report, models={m["path"]: m for m in report["models"]},
@@ -213,7 +213,7 @@ def test_the_run_survives_and_writes_the_report(hostile_run):
     assert proc.returncode > 0 and proc.returncode != -9, "killed by the kernel"
     repo = hostile_run["repo"]
     for name in ("report.json", "comment.md", "summary.md"):
-        assert (repo / ".edgegate" / name).is_file()
+        assert (repo / ".edgegate-out" / name).is_file()
     assert hostile_run["report"]["verdict"] == "error"
 
 
@@ -256,9 +256,9 @@ def test_no_payload_ran_and_nothing_was_written_outside(hostile_run):
 @pytest.mark.slow
 def test_the_work_directory_is_removed_and_disk_use_reported(hostile_run):
     repo = hostile_run["repo"]
-    assert not (repo / ".edgegate/.work").exists()
+    assert not (repo / ".edgegate-out/.work").exists()
     disk = hostile_run["report"]["disk"]
-    artifacts = sum(p.stat().st_size for p in (repo / ".edgegate/artifacts").rglob("*") if p.is_file())
+    artifacts = sum(p.stat().st_size for p in (repo / ".edgegate-out/artifacts").rglob("*") if p.is_file())
     assert disk["artifact_bytes_total"] == artifacts > 0
     assert disk["work_bytes_peak"] > 0
 

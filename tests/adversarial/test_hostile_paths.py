@@ -63,7 +63,7 @@ def _image(path: Path, seed: int) -> None:
 
 
 def _report(repo: Path) -> dict:
-    path = repo / ".edgegate/report.json"
+    path = repo / ".edgegate-out/report.json"
     assert path.is_file(), "report.json was not written"
     return json.loads(path.read_text())
 

@@ -84,7 +84,7 @@ def named_run(request, tmp_path_factory):
 def test_the_hostile_names_are_gated_and_reported(named_run):
     _, repo, proc = named_run
     assert proc.returncode == 2, proc.stderr[-3000:]            # the broken ones are input errors
-    report = json.loads((repo / ".edgegate/report.json").read_text())
+    report = json.loads((repo / ".edgegate-out/report.json").read_text())
     paths = {m["path"]: m for m in report["models"]}
     for name in HOSTILE_NAMES:
         assert paths[f"models/{name}"]["status"] in ("passed", "failed"), paths[f"models/{name}"]
@@ -117,7 +117,7 @@ def test_no_line_of_the_log_runs_a_workflow_command_from_a_name(named_run):
 def test_bidi_and_zero_width_characters_are_visible_escapes_in_the_comment(named_run):
     _, repo, _ = named_run
     for file in ("comment.md", "summary.md"):
-        text = (repo / ".edgegate" / file).read_text(encoding="utf-8")
+        text = (repo / ".edgegate-out" / file).read_text(encoding="utf-8")
         assert "\u202e" not in text and "\u2066" not in text, file
         assert "report<U+202E>gnp.onnx" in text, file
         assert "<U+200B><U+2066>here" in text, file
@@ -125,7 +125,7 @@ def test_bidi_and_zero_width_characters_are_visible_escapes_in_the_comment(named
 
 def test_urls_and_www_hosts_from_the_pull_request_are_not_autolinked(named_run):
     _, repo, _ = named_run
-    text = (repo / ".edgegate/comment.md").read_text(encoding="utf-8")
+    text = (repo / ".edgegate-out/comment.md").read_text(encoding="utf-8")
     assert "https://evil" not in text and "www.evil" not in text.lower()
     assert "https\\://evil.example/x" in text and "www\\.evil.example" in text
     cmarkgfm = pytest.importorskip("cmarkgfm", reason="GitHub's renderer (cmarkgfm) not installed")
@@ -230,7 +230,7 @@ def reference_run(tmp_path_factory):
         "    return float(np.mean(outputs.reshape(len(labels), -1).argmax(1) == labels) * 100)\n")
     commit_all(repo, "models")
     proc = edgegate("run", "--base", "HEAD~1", "--no-cache", cwd=repo)
-    report_path = repo / ".edgegate/report.json"
+    report_path = repo / ".edgegate-out/report.json"
     assert report_path.is_file(), proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
     return proc, report, {m["path"]: m for m in report["models"]}

@@ -149,7 +149,8 @@ def _model_integrity(loaded: LoadedConfig, discovery: Discovery, config, devices
         for m in configured_models(base_config, git, discovery.head):
             models.setdefault(m, m)
     allowed = base_config.allow_policy_changes
-    changes = model_changes(base_config, config, models, allowed, loaded.source.file,
+    # the configuration as written: a --device override is the runner's choice, not the PR's
+    changes = model_changes(base_config, loaded.config, models, allowed, loaded.source.file,
                             f"@{(discovery.base or '')[:7]}", loaded.source.line_of)
     if not changes or allowed:
         return discovery, devices, changes

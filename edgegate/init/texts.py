@@ -162,8 +162,9 @@ def config_text(models: list[tuple[FoundModel, DataChoice]], devices: list[str],
 EXAMPLE_LIMITS = {"max_accuracy_drop_pp": 1.0, "min_speedup": 1.5, "max_size_mb": 50,
                   "max_latency_p50_ms": 20, "min_size_ratio": 3.0, "min_top1_agreement": 0.99,
                   "min_sqnr_db": 20, "min_box_f1": 0.95, "min_cosine_similarity": 0.99,
-                  "min_mask_iou": 0.9, "max_memory_mb": 256, "max_memory_growth_pct": 10, "max_load_time_ms": 500,
-                  "max_latency_p99_ms": 40, "min_throughput_ips": 50}
+                  "min_mask_iou": 0.9, "max_memory_mb": 256, "max_memory_growth_pct": 10,
+                  "max_load_time_ms": 500, "max_latency_p99_ms": 40, "min_throughput_ips": 50,
+                  "max_energy_mj": 50}
 
 
 def _value(v: float) -> str:

@@ -4,7 +4,7 @@ Per model (the demo's digits CNN, trained here; PaddleOCR's PP-OCRv4 recognizer 
 pretrained, from the rapidocr-onnxruntime wheel as in real_models.py), ``edgegate run`` gates it
 for ``x86-cpu``; report.json gives EdgeGate's numbers for the shipped INT8 artifact and for the
 FP32 model (``peak_memory_mb``, ``peak_memory_mb_fp32``). Then, for each of the two, the very
-child EdgeGate uses (``python -m edgegate.isolation`` running ``stages.memory._child``) is run
+child EdgeGate uses (``python -m edgegate.trust.isolation`` running ``stages.memory._child``) is run
 again under ``/usr/bin/time -v`` while this process samples its RSS with psutil every 1 ms:
 
 - the peak RSS of that child as EdgeGate reads it (kernel VmHWM) vs GNU time's "Maximum
@@ -63,7 +63,7 @@ def child_under_time(ref: str, args: tuple) -> tuple[dict, float, float]:
         payload, result = Path(tmp) / "payload.pkl", Path(tmp) / "result.pkl"
         payload.write_bytes(pickle.dumps((ref, args), protocol=pickle.HIGHEST_PROTOCOL))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
-        proc = subprocess.Popen([TIME, "-v", sys.executable, "-m", "edgegate.isolation", str(payload),
+        proc = subprocess.Popen([TIME, "-v", sys.executable, "-m", "edgegate.trust.isolation", str(payload),
                                  str(result)], stderr=subprocess.PIPE, text=True, env=env)
         sampled = 0
         timer = psutil.Process(proc.pid)

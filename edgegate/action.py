@@ -32,7 +32,7 @@ from edgegate.github.actions_env import (Annotation, Workflow, input_choice, inp
 from edgegate.github.annotations import annotations_for
 from edgegate.github.bundle import read_bundle, write_bundle
 from edgegate.github.faults import redact
-from edgegate.logsafe import CommandPause, log_text
+from edgegate.trust.logsafe import CommandPause, log_text
 from edgegate.progress import Progress
 from edgegate.report.model import Report
 
@@ -167,7 +167,7 @@ class _Run:
         return None
 
     def gate(self, loaded: LoadedConfig, models: list[str], base: str | None, git: Git | None) -> Report:
-        from edgegate.run import RunOptions, run_gate
+        from edgegate.gate.run import RunOptions, run_gate
 
         opts = RunOptions(models=models, base=base, devices=self.inputs.devices or None,
                           policy=self.inputs.policy)

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Iterator
 
-from edgegate.logsafe import CommandPause, escape_data, log_text
+from edgegate.trust.logsafe import CommandPause, escape_data, log_text
 
 
 class Progress:

@@ -26,8 +26,8 @@ def main() -> int:
     from edgegate.github.client import connect
     from edgegate.github.faults import RetryPolicy
     from edgegate.progress import make_progress
-    from edgegate.repo_code import watch_interrupts
-    from edgegate.run import _now
+    from edgegate.trust.repo_code import watch_interrupts
+    from edgegate.gate.run import _now
 
     watch_interrupts()      # a real Ctrl-C/cancel stops; a KeyboardInterrupt raised by PR code is its model's error
 

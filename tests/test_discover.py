@@ -168,7 +168,7 @@ def test_a_shallow_clone_is_never_taken_for_a_first_commit(tmp_path):
 
 def test_a_tightened_policy_regates_and_a_refused_loosening_does_not(tmp_path):
     from edgegate.policy.integrity import resolve_policy
-    from edgegate.run import _policy_reasons
+    from edgegate.gate.run import _policy_reasons
     from tinyrepo import TINY_POLICY
 
     for drop, expect in ((0.5, ["policy for x86-cpu changed (policy.yml)"]), (5.0, [])):

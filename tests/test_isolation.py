@@ -14,7 +14,7 @@ import pytest
 
 from conftest import commit_all, git
 from edgegate.errors import ConversionError
-from edgegate.isolation import IsolationError, run_in_child
+from edgegate.trust.isolation import IsolationError, run_in_child
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,7 +79,7 @@ def test_memory_cap_stops_the_child(child_path):
 
 
 def test_a_plain_exception_in_the_child_comes_back_as_an_isolation_error(child_path):
-    # the child runs edgegate.isolation as __main__: the error class it pickles must be
+    # the child runs edgegate.trust.isolation as __main__: the error class it pickles must be
     # importable by the parent (once it was __main__.IsolationError, and unpickling failed)
     with pytest.raises(IsolationError, match="KeyError: 'missing'"):
         run("child_bug")
@@ -112,7 +112,7 @@ devices:
 def test_a_timed_out_device_is_an_error_row_and_the_run_goes_on(tmp_path, digits_onnx_cached):
     from edgegate.config.load import load_config
     from edgegate.progress import Progress
-    from edgegate.run import RunOptions, run_gate
+    from edgegate.gate.run import RunOptions, run_gate
 
     repo = tmp_path / "repo"
     shutil.copytree(digits_onnx_cached / "data", repo / "data")

@@ -1,4 +1,4 @@
-"""Choosing among candidate runtimes (edgegate/stages/select.py): the rules on result records.
+"""Choosing among candidate runtimes (edgegate/gate/candidates.py): the rules on result records.
 The end-to-end run with real runtimes is in test_target_openvino.py."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgegate.report.model import Check, DeviceResult, Metrics
-from edgegate.stages.select import candidate_targets, choose
+from edgegate.gate.candidates import candidate_targets, choose
 
 
 def result(target, status="passed", p50=1.0, violations=()):
@@ -93,7 +93,7 @@ def test_unknown_candidate_targets_are_configuration_errors():
 def test_when_failing_measures_the_other_candidates_only_if_the_target_misses_the_policy():
     from edgegate.config.load import ResolvedDevice
     from edgegate.config.policy_schema import DeviceProfile
-    from edgegate.stages.select import gate_candidates
+    from edgegate.gate.candidates import gate_candidates
 
     class Ctx:
         class progress:

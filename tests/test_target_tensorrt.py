@@ -28,7 +28,7 @@ models:
 def gated(tmp_path_factory, digits_onnx_cached):
     from edgegate.config.load import load_config
     from edgegate.progress import Progress
-    from edgegate.run import RunOptions, run_gate
+    from edgegate.gate.run import RunOptions, run_gate
 
     repo = tmp_path_factory.mktemp("trt") / "repo"
     shutil.copytree(digits_onnx_cached / "data", repo / "data")

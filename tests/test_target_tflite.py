@@ -39,7 +39,7 @@ devices:
 def report(tmp_path_factory, digits_onnx_cached):
     from edgegate.config.load import load_config
     from edgegate.progress import Progress
-    from edgegate.run import RunOptions, run_gate
+    from edgegate.gate.run import RunOptions, run_gate
 
     repo = tmp_path_factory.mktemp("tflite") / "repo"
     shutil.copytree(digits_onnx_cached / "data", repo / "data")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import commit_all, git, perturbed_copy
-from edgegate.stats import evaluation_too_small, paired_drop_ci95_pp, samples_needed
+from edgegate.stages.stats import evaluation_too_small, paired_drop_ci95_pp, samples_needed
 
 
 def edgegate(*args, cwd):

@@ -14,7 +14,7 @@ import click
 from edgegate import __version__
 from edgegate.config.files import OUT_DIR
 from edgegate.errors import ConfigError, EdgeGateError
-from edgegate.logsafe import CommandPause, log_text
+from edgegate.trust.logsafe import CommandPause, log_text
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -82,7 +82,7 @@ def run(models, config_path, base, head, devices, policy, out_dir, calibration, 
     """Gate MODELs, or the configured models changed between --base and --head."""
     from edgegate.cli import resolve
     from edgegate.progress import make_progress
-    from edgegate.run import RunOptions, run_gate
+    from edgegate.gate.run import RunOptions, run_gate
 
     progress = make_progress(quiet or as_json)
     say = None if quiet or as_json else (lambda text: click.echo(log_text(text), err=True))
@@ -94,7 +94,7 @@ def run(models, config_path, base, head, devices, policy, out_dir, calibration, 
         loaded = resolve.load(config_path, models, say)
         loaded = resolve.with_data(loaded, models, calibration, evaluation, labels, metric, synthetic)
     except EdgeGateError as exc:          # edgegate.yml refused: the report still says why
-        from edgegate.run import write_error_report
+        from edgegate.gate.run import write_error_report
 
         try:
             write_error_report(exc, out)
@@ -165,7 +165,7 @@ def plan(models, config_path, base, head, devices, policy, github_output) -> Non
     """Print the job matrix (JSON): one entry per changed model x device, for 'run --only'."""
     import os
 
-    from edgegate.fanout import plan as make_plan
+    from edgegate.gate.matrix import plan as make_plan
 
     try:
         loaded = _load(config_path, models)
@@ -194,7 +194,7 @@ def plan(models, config_path, base, head, devices, policy, github_output) -> Non
 def merge(partials, out_dir, config_path, as_json, junit_path, sarif_path) -> None:
     """Combine partial reports (from 'run --only' and 'measure') into one report and verdict."""
     from edgegate.config.load import load_config
-    from edgegate.fanout import device_order, merge as merge_reports
+    from edgegate.gate.matrix import device_order, merge as merge_reports
     from edgegate.report.model import read_report, write_report
     from edgegate.report.render import write_rendered
 
@@ -240,7 +240,7 @@ def measure(partial, config_path, only, policy, out_dir, runner_label, quiet, as
             junit_path, sarif_path, power) -> None:
     """Run a partial report's artifacts on THIS machine (a device runner) and write a partial
     report measured on the device; 'edgegate merge' prefers it over the host's numbers."""
-    from edgegate.measure import measure_report
+    from edgegate.gate.on_device import measure_report
     from edgegate.progress import make_progress
     from edgegate.report.model import read_report, write_report
     from edgegate.report.render import write_rendered
@@ -449,7 +449,7 @@ def publish(out_dir, tag, repo, api_url, token_env, dry_run) -> None:
 
 
 def main() -> None:
-    from edgegate.repo_code import watch_interrupts
+    from edgegate.trust.repo_code import watch_interrupts
 
     watch_interrupts()       # a real Ctrl-C still stops the run; a KeyboardInterrupt raised by PR code does not
     try:

@@ -203,7 +203,7 @@ class LoadedConfig:
 def load_config(path: str | Path, root: str | Path | None = None) -> LoadedConfig:
     """edgegate.yml; the repository root is its folder (as named: a link to a file elsewhere is
     refused by the path guard, never followed to make 'elsewhere' the root)."""
-    from edgegate.discover.paths import safe_path
+    from edgegate.trust.paths import safe_path
 
     path = Path(path)
     root = Path(root) if root is not None else Path(os.path.abspath(path)).parent
@@ -312,7 +312,7 @@ def policy_stack(loaded: LoadedConfig | None, override: str | Path | None = None
     stack = builtin_profiles()
     if loaded is not None and loaded.config.policy:
         line = loaded.source.line_of(("policy",))
-        from edgegate.discover.paths import safe_path
+        from edgegate.trust.paths import safe_path
 
         policy_path = safe_path(loaded.root, loaded.config.policy, what="policy path",
                                 field="policy", source=loaded.source.file, line=line)

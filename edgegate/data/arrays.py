@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgegate.errors import InputError
-from edgegate.zipbomb import check_zip
+from edgegate.trust.zipbomb import check_zip
 
 MAX_ARRAY_BYTES = 4 << 30   # refuse to materialise more than 4 GiB from one data file
 
@@ -16,7 +16,7 @@ MAX_ARRAY_BYTES = 4 << 30   # refuse to materialise more than 4 GiB from one dat
 def memory_budget_bytes() -> int:
     """The most one data set may allocate: 4 GiB, or less on a machine whose default memory
     limit (isolation.default_memory_limit_mb: 75% of RAM) is smaller."""
-    from edgegate.isolation import default_memory_limit_mb
+    from edgegate.trust.isolation import default_memory_limit_mb
 
     return min(MAX_ARRAY_BYTES, default_memory_limit_mb() << 20)
 

@@ -15,7 +15,7 @@ import numpy as np
 from edgegate.config.schema import CalibrationSpec, EvaluationSpec, ModelSpec, Preprocess
 from edgegate.data.arrays import load_arrays, memory_budget_bytes
 from edgegate.data.images import list_images, load_image_folder
-from edgegate.discover.paths import safe_path
+from edgegate.trust.paths import safe_path
 from edgegate.errors import ConfigError, InputError
 
 

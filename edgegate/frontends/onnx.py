@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgegate.discover.paths import safe_path
+from edgegate.trust.paths import safe_path
 from edgegate.errors import InputError, UnsafeInputError
 from edgegate.frontends import SourceModel
 

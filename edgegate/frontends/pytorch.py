@@ -101,7 +101,7 @@ def load_checkpoint(path: Path, display: str, trust_pickle: bool):
 def import_factory(ref: str, root: Path, display: str):
     """``module:function`` from a Python file in the repository (code the repository's
     configuration names); a standard-library or installed module is refused before import."""
-    from edgegate.repo_code import import_reference
+    from edgegate.trust.repo_code import import_reference
 
     return import_reference(ref, root, field="factory", display=display)
 

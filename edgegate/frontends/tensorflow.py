@@ -24,7 +24,7 @@ from edgegate.frontends import SourceModel
 from edgegate.frontends.export_check import (BATCH, InputDecl, check_export, declared_inputs,
                                              rename_outputs)
 from edgegate.frontends.onnx import MAX_MODEL_BYTES
-from edgegate.zipbomb import check_zip
+from edgegate.trust.zipbomb import check_zip
 
 DEFAULT_OPSET = 17
 # Graph ops that call back into Python or read / write files: refused in untrusted SavedModels.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgegate.errors import InputError, UnsafeInputError
-from edgegate.zipbomb import check_zip
+from edgegate.trust.zipbomb import check_zip
 
 TORCHSCRIPT = "torchscript"
 EXPORTED_PROGRAM = "exported-program"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Mapping
 
 from edgegate.errors import ConfigError, InputError
-from edgegate.logsafe import escape_data, escape_property
+from edgegate.trust.logsafe import escape_data, escape_property
 
 SUMMARY_LIMIT_BYTES = 1 << 20
 MAX_EVENT_BYTES = 25 << 20

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgegate.github.client import GitHubRepo
-from edgegate.logsafe import show_hidden
+from edgegate.trust.logsafe import show_hidden
 from edgegate.report.model import Report
 from edgegate.report.render import fmt_drop
 

@@ -73,7 +73,7 @@ def check_result(result: DeviceResult, device: ResolvedDevice | None) -> DeviceR
         value, decide, note = _measured(result, metric, device)
         warning = None
         if name == "max_accuracy_drop_pp" and result.metrics.metric in ("top1", "top5"):
-            from edgegate.stats import evaluation_too_small
+            from edgegate.stages.stats import evaluation_too_small
 
             warning = evaluation_too_small(result.metrics.eval_samples, limit.value)
         if decide is None:

@@ -98,7 +98,7 @@ class Metrics(_Record):
     sqnr_worst_output: int | None = None
     sqnr_worst_channel: int | None = None
     not_measured: dict[str, str] = Field(default_factory=dict)   # field -> why it is null
-    # paired statistics over the evaluation samples (edgegate/stats.py)
+    # paired statistics over the evaluation samples (edgegate/stages/stats.py)
     accuracy_drop_ci95_pp: list[float] | None = None
     discordant_samples: int | None = None          # samples whose correctness changed
 

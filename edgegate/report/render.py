@@ -16,7 +16,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from edgegate.config.policy_schema import LIMITS
-from edgegate.logsafe import INVISIBLE, visible
+from edgegate.trust.logsafe import INVISIBLE, visible
 from edgegate.report.model import IDENTICAL_OUTPUTS, Report
 
 MARKER = "<!-- edgegate:comment -->"

@@ -65,7 +65,7 @@ def mse(out: np.ndarray, labels: np.ndarray) -> float:
 def custom_metric(ref: str, root: Path) -> Callable[[np.ndarray, np.ndarray], float]:
     """``module:function`` from a Python file in the repository (configuration-declared code);
     anything else (a standard-library or installed module) is refused before it is imported."""
-    from edgegate.repo_code import import_reference
+    from edgegate.trust.repo_code import import_reference
 
     return import_reference(ref, root, field="evaluation.metric")
 

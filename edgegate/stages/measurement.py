@@ -186,7 +186,7 @@ def _accuracy(metrics: dict, not_measured: dict, outputs, ref, evaluation: Datas
         metrics.update(accuracy_drop_ci95_pp=None, discordant_samples=None)
         not_measured["accuracy_drop_ci95_pp"] = "the FP32 model does not run here"
         return
-    from edgegate.stats import paired_accuracy   # paired 95% interval of the drop
+    from edgegate.stages.stats import paired_accuracy   # paired 95% interval of the drop
 
     metrics.update(paired_accuracy(scoring.metric, ref, outputs, scoring.which,
                                    scoring.output_names, labels, display))

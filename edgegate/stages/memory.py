@@ -51,7 +51,7 @@ def footprint(model: Loadable, feed: dict, runs: int = MEMORY_RUNS,
     """Load ``model`` in a fresh process and run it ``runs`` times on ``feed``: the record
     (``peak_memory_mb``, ``load_time_ms``, the baseline, the method). Raises IsolationError (the
     child crashed, hung or went over its cap) or the runner's own error."""
-    from edgegate.isolation import default_memory_limit_mb, run_in_child, sandbox_reading
+    from edgegate.trust.isolation import default_memory_limit_mb, run_in_child, sandbox_reading
 
     return run_in_child("edgegate.stages.memory:_child",
                         (model.target, str(model.path), model.threads, model.display,
@@ -96,7 +96,7 @@ class Footprints:
 
         import numpy as np
 
-        from edgegate.pipeline import sha256_of
+        from edgegate.gate.model import sha256_of
 
         inputs = []
         for name in sorted(feed):

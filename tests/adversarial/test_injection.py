@@ -20,7 +20,7 @@ import hostile
 from conftest import commit_all, git
 
 from edgegate.github.actions_env import Annotation
-from edgegate.logsafe import CommandPause, escape_data, log_text
+from edgegate.trust.logsafe import CommandPause, escape_data, log_text
 from edgegate.report.render import md
 
 FORGED = "::error file=README.md,line=1::forged"
@@ -222,7 +222,7 @@ def reference_run(tmp_path_factory):
     (repo / "child_exit.py").write_text(      # would pass in the parent; exits in an isolated child
         "import sys\n\n\ndef score(outputs, labels):\n"
         "    main = getattr(sys.modules['__main__'], '__spec__', None)\n"
-        "    if main is not None and main.name == 'edgegate.isolation':\n"
+        "    if main is not None and main.name == 'edgegate.trust.isolation':\n"
         "        sys.exit(0)\n"
         "    return 50.0\n")
     (repo / "good_metric.py").write_text(
@@ -291,7 +291,7 @@ def test_the_run_still_ends_with_exit_2_a_report_and_the_good_model_gated(refere
 def test_a_raised_keyboardinterrupt_is_contained_but_a_real_ctrl_c_is_not():
     code = """
 import os, signal
-from edgegate import repo_code as rc
+from edgegate.trust import repo_code as rc
 assert not rc.contained(KeyboardInterrupt())            # no handler: cannot tell, so it stops
 assert rc.contained(SystemExit(0)) and rc.contained(ValueError())
 rc.watch_interrupts()

@@ -25,7 +25,7 @@ import pytest
 import hostile
 from conftest import commit_all, git
 
-from edgegate.isolation import Sandbox, run_in_child
+from edgegate.trust.isolation import Sandbox, run_in_child
 
 TOKEN = "ghs_FAKEtoken0123456789abcdefEDGEGATE"
 BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
@@ -95,9 +95,9 @@ class Listener:
 
 def protections() -> dict:
     """What the kernel gives a child here (the same detection the run uses)."""
-    from edgegate.isolation import last_protections
+    from edgegate.trust.isolation import last_protections
 
-    run_in_child("edgegate.isolation:isolation_enabled", (), timeout_s=60, memory_limit_mb=4096,
+    run_in_child("edgegate.trust.isolation:isolation_enabled", (), timeout_s=60, memory_limit_mb=4096,
                  what="probe", sandbox=Sandbox())
     return last_protections()
 
@@ -144,7 +144,7 @@ def secret_run(tmp_path_factory):
                               timeout=600)
     finally:
         server.close()
-    out = repo / ".edgegate"
+    out = repo / ".edgegate-out"
     assert (out / "report.json").is_file(), proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     return proc, out, report, {m["path"]: m for m in report["models"]}, outside, server
@@ -201,12 +201,12 @@ def test_a_payload_holding_a_secret_is_refused(monkeypatch):
 
     monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
     with pytest.raises(IsolationError, match="credential"):
-        run_in_child("edgegate.isolation:isolation_enabled", ({"token": TOKEN},), timeout_s=60,
+        run_in_child("edgegate.trust.isolation:isolation_enabled", ({"token": TOKEN},), timeout_s=60,
                      memory_limit_mb=4096, what="probe")
 
 
 def test_the_child_environment_is_an_allow_list(tmp_path):
-    from edgegate.isolation import child_env
+    from edgegate.trust.isolation import child_env
 
     env = child_env(tmp_path, {"PATH": "/usr/bin", "LC_ALL": "C", "OMP_NUM_THREADS": "2",
                                "GITHUB_TOKEN": "x" * 20, "GITHUB_ACTIONS": "true",
@@ -226,7 +226,7 @@ def test_the_child_environment_is_an_allow_list(tmp_path):
 def test_a_result_pickle_naming_a_function_is_refused(tmp_path):
     """The child ran the pull request's code: its result file must not execute anything here."""
     from edgegate.errors import IsolationError
-    from edgegate.isolation import _load_result
+    from edgegate.trust.isolation import _load_result
 
     import pickle
 

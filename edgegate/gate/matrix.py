@@ -18,7 +18,7 @@ from edgegate.config.load import LoadedConfig, policy_stack, resolve_devices
 from edgegate.config.schema import Config
 from edgegate.discover import Discovery, Git, ModelJob, discover
 from edgegate.errors import ConfigError, InputError
-from edgegate.pipeline import devices_for, model_name, slug
+from edgegate.gate.model import devices_for, model_name, slug
 from edgegate.policy.check import exit_code_for, model_status, verdict_of
 from edgegate.report.model import DeviceResult, ModelReport, Report
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgegate.config.load import ResolvedDevice
 from edgegate.config.schema import Config, ModelSpec
-from edgegate.discover.paths import safe_path
+from edgegate.trust.paths import safe_path
 from edgegate.errors import EdgeGateError
 from edgegate.report.model import Artifact, CacheInfo, DeviceResult, ModelReport
 

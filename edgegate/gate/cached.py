@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgegate.cache import ResultCache, content_sha256, data_hashes, result_key
+from edgegate.gate.cache import ResultCache, content_sha256, data_hashes, result_key
 from edgegate.config.schema import Config
 from edgegate.discover import ModelJob, spec_for
 from edgegate.errors import EdgeGateError
-from edgegate.pipeline import (RunContext, devices_for, gate_model, guarded_model_path, model_name,
+from edgegate.gate.model import (RunContext, devices_for, gate_model, guarded_model_path, model_name,
                                slug)
 from edgegate.policy.check import check_result, model_status
 from edgegate.report.model import CacheInfo, ModelReport

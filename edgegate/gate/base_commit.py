@@ -22,9 +22,9 @@ from edgegate.config.schema import Config
 from edgegate.config.yamlfile import load_yaml
 from edgegate.discover import Git, ModelJob, spec_for
 from edgegate.errors import EdgeGateError, InputError
-from edgegate.pipeline import RunContext, devices_for
+from edgegate.gate.model import RunContext, devices_for
 from edgegate.report.model import BaselineResult, DeviceResult, ModelReport
-from edgegate.reuse import CacheUse, gate_cached
+from edgegate.gate.cached import CacheUse, gate_cached
 
 COMPARED = ("size_bytes_after", "size_ratio", "accuracy_after", "accuracy_drop_pp", "top1_agreement",
             "latency_p50_ms_after", "speedup", "peak_memory_mb")     # peak memory: shown, not gated

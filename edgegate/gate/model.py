@@ -18,14 +18,14 @@ from edgegate.config.schema import Config, QuantizationSpec
 from edgegate.data.sources import ModelData, prepare_data
 from edgegate.discover import ModelJob
 from edgegate.discover.detect import check_not_lfs_pointer, detect_framework
-from edgegate.discover.paths import safe_path
+from edgegate.trust.paths import safe_path
 from edgegate.errors import ConfigError, EdgeGateError, InputError, describe
 from edgegate.frontends import SourceModel, load_frontend
 from edgegate.frontends.export_check import check_on_data
 from edgegate.frontends.onnx import check_weights
-from edgegate.isolation import probe_model
+from edgegate.trust.isolation import probe_model
 from edgegate.progress import Progress
-from edgegate.repo_code import check_spec_references, contained, exited_error
+from edgegate.trust.repo_code import check_spec_references, contained, exited_error
 from edgegate.report.model import Artifact, DeviceResult, ErrorInfo, Metrics, ModelReport, finite
 from edgegate.policy.check import check_result, model_status
 from edgegate.stages.analyze import ModelInfo, analyze
@@ -142,7 +142,7 @@ def devices_for(job: ModelJob, config: Config) -> list[str]:
 
 
 def gate_model(job: ModelJob, ctx: RunContext) -> ModelReport:
-    from edgegate.isolation import gate_device_isolated   # runs gate_device in a child process
+    from edgegate.trust.isolation import gate_device_isolated   # runs gate_device in a child process
 
     name = model_name(job)
     display = job.path
@@ -236,7 +236,7 @@ def load_source(framework: str, path: Path, display: str, spec, workdir: Path, c
                 devices: list) -> tuple[SourceModel, tuple | None]:
     """The SourceModel (ONNX path and details, no live reference) and, for a framework model,
     (reference outputs, export check, accuracy before) measured in the child."""
-    from edgegate.isolation import (DEFAULT_TIMEOUT_S, Sandbox, default_memory_limit_mb,
+    from edgegate.trust.isolation import (DEFAULT_TIMEOUT_S, Sandbox, default_memory_limit_mb,
                                     isolation_enabled, run_in_child)
 
     if (framework == "onnx" and not _custom_metric(spec)) or not isolation_enabled():
@@ -247,7 +247,7 @@ def load_source(framework: str, path: Path, display: str, spec, workdir: Path, c
     # loading and exporting is not limited by a device's budget (it ran unbounded before);
     # the cap keeps a runaway load from taking the machine down with the run
     source, measured = run_in_child(
-        "edgegate.pipeline:_prepare_source",
+        "edgegate.gate.model:_prepare_source",
         (framework, Path(path).resolve(), display, spec, workdir.resolve(), Path(ctx.root).resolve(),
          ctx.config.benchmark.threads, want_pt2),            # absolute: the child has its own cwd
         timeout_s=DEFAULT_TIMEOUT_S, memory_limit_mb=default_memory_limit_mb(),
@@ -314,7 +314,7 @@ def _export_program(module, data: ModelData, workdir: Path):
     not export: Core ML then converts from ONNX)."""
     import torch
 
-    from edgegate.isolation import ModuleHolder
+    from edgegate.trust.isolation import ModuleHolder
 
     path = workdir / "source-module.pt2"
     try:
@@ -367,8 +367,8 @@ def _clean(info: dict) -> dict:
 
 def gate_device(prepared: PreparedModel, device: ResolvedDevice, ctx: RunContext,
                 workdir: Path) -> DeviceResult:
-    if device.profile.candidates:    # several runtimes: each gated here, the best ships (stages/select.py)
-        from edgegate.stages.select import gate_candidates
+    if device.profile.candidates:    # several runtimes: each gated here, the best ships (gate/candidates.py)
+        from edgegate.gate.candidates import gate_candidates
         return gate_candidates(gate_device, prepared, device, ctx, workdir)
     started = time.monotonic()
     avail = availability(device.target)

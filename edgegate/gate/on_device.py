@@ -19,7 +19,7 @@ from edgegate.data.sources import TensorSpec, prepare_data
 from edgegate.discover import spec_for
 from edgegate.config.policy_schema import DeviceProfile
 from edgegate.errors import InputError
-from edgegate.fanout import parse_pair
+from edgegate.gate.matrix import parse_pair
 from edgegate.policy.check import check_result, exit_code_for, model_status, verdict_of
 from edgegate.progress import Progress
 from edgegate.report.model import DeviceResult, Metrics, ModelReport, Report, finite
@@ -70,7 +70,7 @@ def _energy(runner, feed: dict, power: str | None, metrics: dict, progress: Prog
 
 def _task_of(model: ModelReport, spec, names: list[str]):
     """The task the gate job inferred (report.json), with the configured detection layout."""
-    from edgegate.pipeline import detection_layout
+    from edgegate.gate.model import detection_layout
     from edgegate.stages.fidelity import TaskInfo
 
     task = model.info.get("task") or {}
@@ -117,7 +117,7 @@ def measure_report(report: Report, report_dir: Path, loaded: LoadedConfig, out_d
 def _measure_one(model: ModelReport, r: DeviceResult, report_dir: Path, loaded: LoadedConfig,
                  out_dir: Path, devices: dict, progress: Progress, runner_label: str | None,
                  footprints=None, power: str | None = None) -> DeviceResult:
-    from edgegate.pipeline import confirm_failing_load, confirm_failing_speed
+    from edgegate.gate.model import confirm_failing_load, confirm_failing_speed
     from edgegate.stages.measurement import (FIDELITY_KEYS, FP32_MEMORY_KEYS, FP32_TIMING_KEYS,
                                              Scoring, measure_artifact, time_artifacts, timing_gaps)
     from edgegate.stages.memory import Loadable

@@ -1,7 +1,7 @@
 """Each model × device compile/benchmark/evaluate runs in a child process with a timeout and a
 memory cap, so a segfault, a hang or an out-of-memory in a toolchain becomes an error row.
 
-The child is a fresh interpreter (``python -m edgegate.isolation PAYLOAD RESULT``), not a fork: no
+The child is a fresh interpreter (``python -m edgegate.trust.isolation PAYLOAD RESULT``), not a fork: no
 thread pool or lock of the parent (ONNX Runtime, OpenMP, TensorFlow) is inherited half-way. The
 payload is pickled arguments; the result comes back as a pickle (for ``gate_device``: the
 DeviceResult as JSON). ``EDGEGATE_NO_ISOLATION=1`` runs everything in-process, for debugging.
@@ -67,7 +67,7 @@ def run_in_child(ref: str, args: tuple, *, timeout_s: float, memory_limit_mb: in
         (folder / "sandbox.json").write_text(json.dumps(spec))
         work = folder / "cwd"
         work.mkdir()
-        proc = subprocess.Popen([sys.executable, "-m", "edgegate.isolation", str(payload), str(result)],
+        proc = subprocess.Popen([sys.executable, "-m", "edgegate.trust.isolation", str(payload), str(result)],
                                 stdin=subprocess.DEVNULL, cwd=work, env=child_env(folder))
         started = time.monotonic()
         killed_for = None
@@ -487,7 +487,7 @@ def probe_model(onnx_path: Path, display: str, devices, workdir: Path | None = N
     timeout_s = min(timeouts) if timeouts else DEFAULT_TIMEOUT_S
     memory_mb = min(memories) if memories else default_memory_limit_mb()
     try:
-        note = run_in_child("edgegate.isolation:_probe_child", (str(Path(onnx_path).resolve()), memory_mb),
+        note = run_in_child("edgegate.trust.isolation:_probe_child", (str(Path(onnx_path).resolve()), memory_mb),
                             timeout_s=timeout_s, memory_limit_mb=memory_mb,
                             what="running the model's graph once (ONNX Runtime, on zeros)",
                             workdir=workdir,
@@ -561,7 +561,7 @@ def _over(memory_mb: int, text: str) -> str:
 def gate_device_isolated(prepared, device, ctx, workdir):
     """pipeline.gate_device(prepared, device, ctx, workdir) in a child process; any crash
     becomes an error row."""
-    from edgegate.pipeline import _error, gate_device
+    from edgegate.gate.model import _error, gate_device
     from edgegate.report.model import DeviceResult
 
     if not isolation_enabled():
@@ -579,7 +579,7 @@ def gate_device_isolated(prepared, device, ctx, workdir):
     child_args = (child, device, child_ctx, workdir, _progress_spec(ctx.progress))
     started = time.monotonic()
     try:
-        text = run_in_child("edgegate.isolation:_gate_device_json", child_args, timeout_s=timeout_s,
+        text = run_in_child("edgegate.trust.isolation:_gate_device_json", child_args, timeout_s=timeout_s,
                             memory_limit_mb=memory_mb, what=f"{device.target} for {device.id}",
                             workdir=workdir, sandbox=Sandbox(repo=child_ctx.root,
                                                              writable=(child_ctx.out_dir,)))
@@ -618,7 +618,7 @@ def _picklable_source(source, device, data, workdir: Path):
         holder = reference if device.target == "coreml" else None
     elif getattr(reference, "module", None) is not None and device.target == "coreml" \
             and "torch" in sys.modules:
-        from edgegate.pipeline import _export_program
+        from edgegate.gate.model import _export_program
 
         path = workdir / "source-module.pt2"
         holder = ModuleHolder(path) if path.is_file() else _export_program(reference.module, data,
@@ -637,7 +637,7 @@ def _progress_spec(progress) -> tuple[str, float]:
 
 def _gate_device_json(*args) -> str:
     from edgegate import progress as progress_mod
-    from edgegate.pipeline import gate_device
+    from edgegate.gate.model import gate_device
 
     prepared, device, ctx, workdir, (kind, started) = args
     cls = getattr(progress_mod, kind, progress_mod.Progress)
@@ -667,7 +667,7 @@ def _child_main(payload: str, result: str) -> int:
     except Exception as exc:             # reported by the parent as an error row
         value = ("error", (IsolationError, f"{type(exc).__name__}: {str(exc)[:400]}", {}))
     except BaseException as exc:         # sys.exit() & co. from the repository's code
-        from edgegate.repo_code import contained, exited_error
+        from edgegate.trust.repo_code import contained, exited_error
 
         if not contained(exc):
             raise

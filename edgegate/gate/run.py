@@ -13,16 +13,16 @@ from edgegate.config.check import check_devices, check_paths, repository_files
 from edgegate.config.load import LoadedConfig, ResolvedDevice, policy_stack, resolve_devices
 from edgegate.discover import Discovery, Git, discover, spec_for
 from edgegate.errors import ConfigError, EdgeGateError, describe
-from edgegate.baseline import base_results
-from edgegate.cache import ResultCache, default_cache_dir
-from edgegate.pipeline import RunContext, devices_for, tree_bytes, unique_names
+from edgegate.gate.base_commit import base_results
+from edgegate.gate.cache import ResultCache, default_cache_dir
+from edgegate.gate.model import RunContext, devices_for, tree_bytes, unique_names
 from edgegate.stages.memory import Footprints
 from edgegate.policy.check import exit_code_for, verdict_of
 from edgegate.progress import Progress
 from edgegate.report.model import DiskUsage, ErrorInfo, Report, write_report
 from edgegate.report.render import write_rendered
-from edgegate.reuse import CacheUse, carry_forward, gate_cached
-from edgegate.toolchain import machine, toolchain
+from edgegate.gate.cached import CacheUse, carry_forward, gate_cached
+from edgegate.targets.toolchain import machine, toolchain
 
 
 @dataclass
@@ -94,7 +94,7 @@ def run_gate(loaded: LoadedConfig, opts: RunOptions, out_dir: Path, progress: Pr
         # model as the whole run does, so the legs' artifacts never overwrite each other
         discovery = replace(discovery, jobs=unique_names(discovery.jobs))
         if opts.only:
-            from edgegate.fanout import select_only
+            from edgegate.gate.matrix import select_only
 
             discovery, only = select_only(discovery, opts.only, config)
         _check_devices(loaded, discovery, config, devices)

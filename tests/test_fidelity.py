@@ -326,7 +326,6 @@ def test_a_trained_detector_is_recognised_and_its_int8_drift_measured(detector_o
     import detector
     import onnx
     from onnx import helper, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     from edgegate.stages.fidelity import detect, match_count
 
@@ -350,17 +349,7 @@ def test_a_trained_detector_is_recognised_and_its_int8_drift_measured(detector_o
     metrics, _ = task_fidelity(info, ref, ref)
     assert metrics["box_f1"] == 1.0 and metrics["box_f1_detections_fp32"] == n_found
 
-    calibration, _ = detector.canvases(16, seed=11, split="train")
-
-    class Canvases(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter({"images": calibration[i:i + 1]} for i in range(len(calibration)))
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    int8 = tmp_path / "detector.int8.onnx"
-    quantize_static(str(path), str(int8), Canvases(), quant_format=QuantFormat.QDQ)
+    int8 = _static_int8_on_canvases(path, tmp_path / "detector.int8.onnx")
     metrics, not_measured = task_fidelity(info, ref, outputs_of(int8, x))
     assert 0.0 <= metrics["box_f1"] <= 1.0 and not_measured == {}
     assert metrics["sqnr_db"] < metrics["sqnr_db_tensor"]              # the worst channel, not the tensor,
@@ -473,7 +462,6 @@ def test_a_one_channel_probability_map_is_gated_on_mask_iou_and_a_broken_artifac
     # SQNR took the image rows as channels and a background row had no variance. One channel is
     # the whole map now, and such a map is gated on what a user reads: its thresholded foreground.
     import detector
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     from edgegate.config.load import Limit
     from edgegate.stages.sensitivity import Budget, Quality, budget_for
@@ -492,17 +480,7 @@ def test_a_one_channel_probability_map_is_gated_on_mask_iou_and_a_broken_artifac
     assert same["mask_iou"] == 1.0 and same["primary_metric"] == "mask_iou"
     assert 0.02 < same["mask_foreground_fp32"] / (24 * 64 * 64) < 0.5      # the map has ink and background
 
-    calibration, _ = detector.canvases(16, seed=11, split="train")
-
-    class Canvases(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter({"images": calibration[i:i + 1]} for i in range(len(calibration)))
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    int8 = tmp_path / "ink.int8.onnx"
-    quantize_static(str(path), str(int8), Canvases(), quant_format=QuantFormat.QDQ)
+    int8 = _static_int8_on_canvases(path, tmp_path / "ink.int8.onnx")
     faithful, not_measured = task_fidelity(info, ref, outputs_of(int8, x))
     broken, _ = task_fidelity(info, ref, outputs_of(ink_map_onnx(tmp_path / "b.onnx", blur_gain=0.7), x))
     assert not_measured == {}
@@ -549,3 +527,21 @@ def test_the_channel_axis_of_maps_sequences_and_heads():
     new = [[r + 0.01 * rng.standard_normal(r.shape) for r in ref[0]]]   # rows 0-3 constant background
     metrics, _ = task_fidelity(TaskInfo("regression", False, "declared"), ref, new)
     assert metrics["sqnr_worst_channel"] == 0 and metrics["sqnr_db"] > 20 and metrics["sqnr_channels_skipped"] == 0
+
+
+def _static_int8_on_canvases(path, int8):
+    """quantize_static's defaults (QDQ) calibrated on 16 training canvases of the detector data."""
+    import detector
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    calibration, _ = detector.canvases(16, seed=11, split="train")
+
+    class Canvases(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"images": calibration[i:i + 1]} for i in range(len(calibration)))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(path), str(int8), Canvases(), quant_format=QuantFormat.QDQ)
+    return int8

@@ -54,7 +54,8 @@ def footprint(model: Loadable, feed: dict, runs: int = MEMORY_RUNS,
     from edgegate.trust.isolation import default_memory_limit_mb, run_in_child, sandbox_reading
 
     return run_in_child("edgegate.stages.memory:_child",
-                        (model.target, str(model.path), model.threads, model.display,
+                        # absolute: the child's cwd is a folder of its own
+                        (model.target, str(Path(model.path).resolve()), model.threads, model.display,
                          model.binding, feed, runs),
                         timeout_s=model.timeout_s or DEFAULT_TIMEOUT_S,
                         memory_limit_mb=model.memory_limit_mb or default_memory_limit_mb(),

@@ -378,6 +378,13 @@ def _no_network() -> None:
             pass
 
 
+def _writable_for(ctx) -> tuple[Path, ...]:
+    """A device child writes its outputs and the run's shared memory records (which live in the
+    head run's work folder, also when the base commit is gated in a folder of its own)."""
+    folder = getattr(getattr(ctx, "footprints", None), "folder", None)
+    return (ctx.out_dir, *((Path(folder).resolve(),) if folder is not None else ()))
+
+
 def sandbox_reading(path: Path, workdir: Path | None = None) -> Sandbox:
     """The default sandbox, also allowed to read ``path``'s folder (a model file and its
     sidecars, e.g. a bundle's artifact measured by ``edgegate measure``). Inside a sandboxed
@@ -582,7 +589,7 @@ def gate_device_isolated(prepared, device, ctx, workdir):
         text = run_in_child("edgegate.trust.isolation:_gate_device_json", child_args, timeout_s=timeout_s,
                             memory_limit_mb=memory_mb, what=f"{device.target} for {device.id}",
                             workdir=workdir, sandbox=Sandbox(repo=child_ctx.root,
-                                                             writable=(child_ctx.out_dir,)))
+                                                             writable=_writable_for(child_ctx)))
         return DeviceResult.model_validate_json(text)
     except Exception as exc:
         message = exc.message if isinstance(exc, EdgeGateError) else f"{type(exc).__name__}: {exc}"
